@@ -1,0 +1,50 @@
+# The README's two commands: `make demo` (set up, build tiny models, serve, score a sample video)
+# and `make test`. Everything lands in .venv/, .cache/ and models/, all git-ignored.
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+PYTRITON_VERSION := 0.7.0
+TRITON_HOME := .cache/pytriton_wheel
+WEIGHTS ?= models/tiny
+SEED ?= 0
+
+.PHONY: setup models demo serve test lint configs clean
+
+setup: $(VENV)/.installed $(TRITON_HOME)/.unpacked
+
+$(VENV)/.installed: pyproject.toml client/pyproject.toml constraints.txt
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -c constraints.txt -e ./client -e ".[dev]"
+	touch $@
+
+# tritonserver 2.51 and its Python backend, from the nvidia-pytriton wheel (see v2bgm/serve.py).
+$(TRITON_HOME)/.unpacked: | $(VENV)/.installed
+	$(PY) -m pip download -q --no-deps "nvidia-pytriton==$(PYTRITON_VERSION)" -d .cache
+	unzip -q -o .cache/nvidia_pytriton-$(PYTRITON_VERSION)-*.whl -d $(TRITON_HOME)
+	touch $@
+
+models: $(WEIGHTS)/.built
+
+models/tiny/.built: | $(VENV)/.installed
+	$(PY) -m export --size tiny --out models/tiny --seed $(SEED)
+	touch $@
+
+demo: setup models
+	$(PY) -m v2bgm.demo --weights $(WEIGHTS) --out out
+
+serve: setup models
+	$(VENV)/bin/v2bgm-serve --weights $(WEIGHTS)
+
+configs: $(VENV)/.installed
+	$(PY) -m v2bgm.triton.model_configs model_repository
+
+lint: $(VENV)/.installed
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+test: setup models lint
+	$(PY) -m pytest -q
+
+clean:
+	rm -rf $(VENV) .cache models out

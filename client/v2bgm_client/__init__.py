@@ -1,0 +1,1 @@
+"""Client of the video-to-background-music service."""

@@ -1,0 +1,144 @@
+"""The Triton interface of the service, written down once.
+
+Model names, tensor names, datatypes, shapes and limits live here and nowhere else: the server's
+Python-backend models validate against these specs and the client builds its requests from them.
+This module imports only numpy, so a backend service can use it without torch.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+# --- model names -------------------------------------------------------------------------------
+CAPTIONER_MODEL = "video_captioner"
+COMPOSER_MODEL = "music_composer"
+PIPELINE_MODEL = "video_to_music"  # ensemble: captioner -> composer
+
+# --- what the client sends: frame sampling, read by both sides ---------------------------------
+SAMPLE_FPS = 1.0  # VideoLLaMA3's own default: one frame per second
+MAX_FRAMES = 180  # VideoLLaMA3's default cap; beyond it frames are spaced uniformly
+MAX_FRAME_SIDE = 448  # the longer side of a frame after the client's resize
+MIN_FRAME_SIDE = 16
+
+# --- limits the server enforces again (a raw gRPC caller skips the client) ---------------------
+MIN_DURATION_S = 1.0
+MAX_DURATION_S = 300.0
+MAX_FPS = 240.0
+MAX_TAGS_BYTES = 1024
+MAX_LYRICS_BYTES = 16384
+SEED_MIN = 0
+SEED_MAX = 2**31 - 1
+
+
+@dataclass(frozen=True)
+class TensorSpec:
+    """One input or output tensor of a model: its name, Triton datatype and shape (-1 = any)."""
+
+    name: str
+    datatype: str
+    shape: tuple[int, ...]
+    optional: bool = False
+
+    @property
+    def numpy_dtype(self) -> type:
+        return TRITON_TO_NUMPY[self.datatype]
+
+    @property
+    def config_type(self) -> str:
+        """The datatype as `config.pbtxt` spells it (TYPE_UINT8, TYPE_STRING, ...)."""
+        return "TYPE_STRING" if self.datatype == "BYTES" else f"TYPE_{self.datatype}"
+
+
+TRITON_TO_NUMPY: dict[str, type] = {
+    "UINT8": np.uint8,
+    "INT32": np.int32,
+    "INT64": np.int64,
+    "FP32": np.float32,
+    "BYTES": np.object_,
+}
+
+# --- tensors -----------------------------------------------------------------------------------
+FRAMES = TensorSpec("FRAMES", "UINT8", (-1, -1, -1, 3))  # [T, H, W, RGB]
+FPS = TensorSpec("FPS", "FP32", (1,))  # rate at which FRAMES were sampled from the video
+CAPTION = TensorSpec("CAPTION", "BYTES", (1,))
+TAGS = TensorSpec("TAGS", "BYTES", (1,))  # YuE tags, space separated
+LYRICS = TensorSpec("LYRICS", "BYTES", (1,), optional=True)  # empty: instrumental
+DURATION_S = TensorSpec("DURATION_S", "FP32", (1,))
+SEED = TensorSpec("SEED", "INT64", (1,), optional=True)
+AUDIO = TensorSpec("AUDIO", "FP32", (-1,))  # mono samples in [-1, 1]
+SAMPLE_RATE = TensorSpec("SAMPLE_RATE", "INT32", (1,))
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    name: str
+    inputs: tuple[TensorSpec, ...]
+    outputs: tuple[TensorSpec, ...]
+
+    def input(self, name: str) -> TensorSpec:
+        return next(t for t in self.inputs if t.name == name)
+
+
+CAPTIONER = ModelSpec(CAPTIONER_MODEL, inputs=(FRAMES, FPS), outputs=(CAPTION, TAGS, LYRICS))
+COMPOSER = ModelSpec(
+    COMPOSER_MODEL, inputs=(TAGS, LYRICS, DURATION_S, SEED), outputs=(AUDIO, SAMPLE_RATE)
+)
+# Ensemble inputs cannot be optional in this server version, so the pipeline takes SEED always.
+PIPELINE = ModelSpec(
+    PIPELINE_MODEL,
+    inputs=(FRAMES, FPS, DURATION_S, TensorSpec("SEED", "INT64", (1,))),
+    outputs=(CAPTION, TAGS, AUDIO, SAMPLE_RATE),
+)
+MODELS: dict[str, ModelSpec] = {m.name: m for m in (CAPTIONER, COMPOSER, PIPELINE)}
+
+
+class InvalidInput(ValueError):
+    """A request that breaks the interface; the server answers it with INVALID_ARGUMENT."""
+
+
+def check_frames(frames: np.ndarray) -> None:
+    """Raise InvalidInput unless `frames` is a [T, H, W, 3] uint8 array within the limits."""
+    if frames.dtype != np.uint8:
+        raise InvalidInput(f"{FRAMES.name} must be uint8, got {frames.dtype}")
+    if frames.ndim != 4 or frames.shape[-1] != 3:
+        raise InvalidInput(f"{FRAMES.name} must have shape [T, H, W, 3], got {list(frames.shape)}")
+    t, h, w, _ = frames.shape
+    if t < 1:
+        raise InvalidInput(f"{FRAMES.name} holds zero frames")
+    if t > MAX_FRAMES:
+        raise InvalidInput(f"{FRAMES.name} holds {t} frames, more than the limit {MAX_FRAMES}")
+    if max(h, w) > MAX_FRAME_SIDE or min(h, w) < MIN_FRAME_SIDE:
+        raise InvalidInput(
+            f"{FRAMES.name} frames are {w}x{h}; each side must lie in "
+            f"[{MIN_FRAME_SIDE}, {MAX_FRAME_SIDE}] pixels (resize before sending)"
+        )
+
+
+def check_fps(fps: float) -> None:
+    if not np.isfinite(fps) or not 0 < fps <= MAX_FPS:
+        raise InvalidInput(f"{FPS.name} must be in (0, {MAX_FPS}], got {fps}")
+
+
+def check_duration(duration_s: float) -> None:
+    if not np.isfinite(duration_s) or not MIN_DURATION_S <= duration_s <= MAX_DURATION_S:
+        raise InvalidInput(
+            f"{DURATION_S.name} must be in [{MIN_DURATION_S}, {MAX_DURATION_S}] seconds, "
+            f"got {duration_s}"
+        )
+
+
+def check_seed(seed: int) -> None:
+    if not SEED_MIN <= seed <= SEED_MAX:
+        raise InvalidInput(f"{SEED.name} must be in [{SEED_MIN}, {SEED_MAX}], got {seed}")
+
+
+def check_text(spec: TensorSpec, text: bytes, limit: int) -> str:
+    """Decode a BYTES element as UTF-8 within `limit` bytes."""
+    if len(text) > limit:
+        raise InvalidInput(f"{spec.name} is {len(text)} bytes, more than the limit {limit}")
+    try:
+        return text.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise InvalidInput(f"{spec.name} is not valid UTF-8: {exc}") from None

@@ -1,0 +1,34 @@
+"""The composer's model-agnostic interface: what any music model (YuE v1 today) must offer."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Protocol
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class MusicRequest:
+    tags: str  # style tags, space separated (YuE's genre/instrument/mood/gender/timbre)
+    duration_s: float
+    lyrics: str = ""  # empty: instrumental
+    seed: int = 0
+
+
+@dataclass
+class Music:
+    audio: np.ndarray  # float32 mono, exactly duration_s * sample_rate samples
+    sample_rate: int
+    stems: dict[str, np.ndarray] = field(default_factory=dict)
+
+
+# progress(stage, fraction_done): called between steps; may raise to cancel the request.
+Progress = Callable[[str, float], None]
+
+
+class Composer(Protocol):
+    sample_rate: int
+
+    def compose(self, request: MusicRequest, progress: Progress | None = None) -> Music: ...

@@ -1,0 +1,200 @@
+"""`v2bgm-serve`: start tritonserver on model_repository/, wait until ready, stop cleanly.
+
+Works with the server of NVIDIA's container (/opt/tritonserver) and with the one shipped in the
+`nvidia-pytriton` wheel (unpacked by `make setup` into .cache/pytriton_wheel). For the wheel the
+Python-backend stub of this interpreter is copied next to the backend, and the environment is set
+so that the stub runs this virtual environment's Python (the stub ignores PYTHONPATH: it finds the
+venv through the `python3` first on PATH).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import sysconfig
+import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from v2bgm import checkpoints
+from v2bgm.triton.model_configs import CPU_CONFIG_NAME
+
+CONTAINER_HOME = Path("/opt/tritonserver")
+WHEEL_HOME_ENV = "V2BGM_TRITON_HOME"
+DEFAULT_WHEEL_HOME = Path(".cache/pytriton_wheel")
+DEFAULT_PORTS = {"http": 8000, "grpc": 8001, "metrics": 8002}
+READY_TIMEOUT_S = 600.0  # 7B weights can take minutes to load
+EXIT_TIMEOUT_S = 30  # in-flight requests get this long to finish after SIGTERM
+
+
+@dataclass(frozen=True)
+class TritonInstall:
+    server: Path
+    backends: Path
+    env: dict[str, str] = field(default_factory=dict)
+
+
+def find_install(home: Path | None = None) -> TritonInstall:
+    """The container's server, else the wheel's (prepared for this interpreter)."""
+    if home is None and (CONTAINER_HOME / "bin" / "tritonserver").exists():
+        return TritonInstall(CONTAINER_HOME / "bin" / "tritonserver", CONTAINER_HOME / "backends")
+    home = Path(home or os.environ.get(WHEEL_HOME_ENV) or DEFAULT_WHEEL_HOME).resolve()
+    root = home / "pytriton" / "tritonserver"
+    server = root / "bin" / "tritonserver"
+    if not server.exists():
+        raise SystemExit(
+            f"v2bgm-serve: no tritonserver at {server}; run `make setup` (it unpacks the "
+            f"nvidia-pytriton wheel there) or set {WHEEL_HOME_ENV}"
+        )
+    version = f"{sys.version_info.major}.{sys.version_info.minor}"
+    stub = root / "python_backend_stubs" / version / "triton_python_backend_stub"
+    target = root / "backends" / "python" / "triton_python_backend_stub"
+    if not target.exists() or target.read_bytes() != stub.read_bytes():
+        shutil.copy2(stub, target)
+    libs = [str(home / "nvidia_pytriton.libs"), str(sysconfig.get_config_var("LIBDIR"))]
+    env = {
+        "LD_LIBRARY_PATH": os.pathsep.join([*libs, os.environ.get("LD_LIBRARY_PATH", "")]),
+        "PATH": os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")]),
+    }
+    return TritonInstall(server, root / "backends", env)
+
+
+def has_gpu() -> bool:
+    smi = shutil.which("nvidia-smi")
+    if smi is None:
+        return False
+    result = subprocess.run([smi, "-L"], capture_output=True, text=True, check=False)
+    return result.returncode == 0 and "GPU" in result.stdout
+
+
+@dataclass
+class TritonServer:
+    """One tritonserver process serving the repository."""
+
+    repository: Path
+    weights: Path
+    http_port: int = DEFAULT_PORTS["http"]
+    grpc_port: int = DEFAULT_PORTS["grpc"]
+    metrics_port: int = DEFAULT_PORTS["metrics"]
+    gpu: bool = False
+    extra_args: list[str] = field(default_factory=list)
+    home: Path | None = None
+    log_path: Path | None = None
+    process: subprocess.Popen | None = None
+
+    def command(self, install: TritonInstall) -> list[str]:
+        cmd = [
+            str(install.server),
+            f"--model-repository={self.repository.resolve()}",
+            f"--backend-directory={install.backends}",
+            f"--http-port={self.http_port}",
+            f"--grpc-port={self.grpc_port}",
+            f"--metrics-port={self.metrics_port}",
+            f"--exit-timeout-secs={EXIT_TIMEOUT_S}",
+        ]
+        if not self.gpu:
+            cmd.append(f"--model-config-name={CPU_CONFIG_NAME}")
+        return cmd + self.extra_args
+
+    def start(self) -> None:
+        install = find_install(self.home)
+        env = {**os.environ, **install.env, checkpoints.WEIGHTS_ENV: str(self.weights.resolve())}
+        out = open(self.log_path, "ab") if self.log_path else None  # noqa: SIM115 (lives with the process)
+        self.process = subprocess.Popen(
+            self.command(install), env=env, stdout=out, stderr=subprocess.STDOUT if out else None
+        )
+
+    @property
+    def ready_url(self) -> str:
+        return f"http://127.0.0.1:{self.http_port}/v2/health/ready"
+
+    def is_ready(self) -> bool:
+        try:
+            with urllib.request.urlopen(self.ready_url, timeout=2) as response:
+                return response.status == 200
+        except (urllib.error.URLError, OSError):
+            return False
+
+    def wait_ready(self, timeout_s: float = READY_TIMEOUT_S) -> None:
+        assert self.process is not None
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"tritonserver exited with code {self.process.returncode}")
+            if self.is_ready():
+                return
+            time.sleep(0.5)
+        raise TimeoutError(f"tritonserver not ready after {timeout_s:.0f} s ({self.ready_url})")
+
+    def stop(self, timeout_s: float = EXIT_TIMEOUT_S + 10) -> int:
+        """SIGTERM (Triton lets in-flight requests finish), then SIGKILL after `timeout_s`."""
+        if self.process is None or self.process.poll() is not None:
+            return self.process.returncode if self.process else 0
+        self.process.send_signal(signal.SIGTERM)
+        try:
+            return self.process.wait(timeout_s)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            return self.process.wait()
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="v2bgm-serve", description=__doc__.split("\n")[0])
+    parser.add_argument("--model-repository", type=Path, default=Path("model_repository"))
+    parser.add_argument(
+        "--weights", type=Path, default=checkpoints.weights_root(), help="weights folder"
+    )
+    parser.add_argument("--device", choices=("auto", "cpu", "gpu"), default="auto")
+    parser.add_argument("--http-port", type=int, default=DEFAULT_PORTS["http"])
+    parser.add_argument("--grpc-port", type=int, default=DEFAULT_PORTS["grpc"])
+    parser.add_argument("--metrics-port", type=int, default=DEFAULT_PORTS["metrics"])
+    parser.add_argument("--triton-home", type=Path, default=None, help="unpacked pytriton wheel")
+    parser.add_argument("--ready-timeout", type=float, default=READY_TIMEOUT_S)
+    parser.add_argument("extra", nargs="*", help="extra tritonserver arguments (after --)")
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    gpu = has_gpu() if args.device == "auto" else args.device == "gpu"
+    server = TritonServer(
+        repository=args.model_repository,
+        weights=args.weights,
+        http_port=args.http_port,
+        grpc_port=args.grpc_port,
+        metrics_port=args.metrics_port,
+        gpu=gpu,
+        extra_args=args.extra,
+        home=args.triton_home,
+    )
+
+    def forward(signum: int, _frame: object) -> None:
+        if server.process and server.process.poll() is None:
+            server.process.send_signal(signum)
+
+    signal.signal(signal.SIGINT, forward)
+    signal.signal(signal.SIGTERM, forward)
+    server.start()
+    try:
+        server.wait_ready(args.ready_timeout)
+    except (RuntimeError, TimeoutError) as exc:
+        print(f"v2bgm-serve: {exc}", file=sys.stderr)
+        server.stop()
+        return 1
+    print(
+        f"v2bgm-serve: ready on {'GPU' if gpu else 'CPU'}: gRPC :{args.grpc_port}, "
+        f"HTTP :{args.http_port}, metrics :{args.metrics_port}",
+        flush=True,
+    )
+    assert server.process is not None
+    return server.process.wait()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

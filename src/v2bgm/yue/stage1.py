@@ -1,0 +1,122 @@
+"""YuE stage 1: tags + lyrics sections -> codebook-0 tokens of the vocal and instrumental tracks.
+
+Calls `transformers` `generate` the way YuE's `infer.py` does (sampling, CFG, repetition penalty,
+min/max new tokens), segment by segment, with two deliberate differences (see `Stage1Settings`):
+every segment asked for is generated (the reference drops the last lyrics section), and only
+codebook-0 ids and <EOA> are allowed (the reference's second blocked range is empty).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from transformers import LogitsProcessor, LogitsProcessorList, PreTrainedModel
+
+from v2bgm.composer import Progress
+from v2bgm.yue import tokens
+from v2bgm.yue.tokenizer import YuETokenizer
+
+
+@dataclass(frozen=True)
+class Stage1Settings:
+    top_p: float = 0.93
+    temperature: float = 1.0
+    top_k: int = 50  # not passed by the reference, so transformers 4.x's default of 50 applied
+    repetition_penalty: float = 1.1
+    guidance_first: float = 1.5  # CFG scale of the first segment
+    guidance_later: float = 1.2
+    max_segment_tokens: int = 3000  # the reference's max_new_tokens: ~30 s a segment
+    min_segment_tokens: int = 100
+    context_window: int = 16384  # max_position_embeddings of the stage-1 model
+
+
+class AllowCodebook0(LogitsProcessor):
+    """Masks everything but X-Codec codebook-0 ids and <EOA>: what the reference meant to allow."""
+
+    def __init__(self, vocab_size: int) -> None:
+        first, last = tokens.codebook_range(0)
+        self.mask = torch.full((vocab_size,), float("-inf"))
+        self.mask[first:last] = 0.0
+        self.mask[tokens.EOA] = 0.0
+
+    def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
+        if self.mask.device != scores.device:
+            self.mask = self.mask.to(scores.device)
+        return scores + self.mask.to(scores.dtype)
+
+
+class Stage1:
+    def __init__(
+        self,
+        model: PreTrainedModel,
+        tokenizer: YuETokenizer,
+        settings: Stage1Settings | None = None,
+    ) -> None:
+        self.model = model
+        self.tokenizer = tokenizer
+        self.settings = settings or Stage1Settings()
+        self.allow = AllowCodebook0(model.config.vocab_size)
+
+    @torch.inference_mode()
+    def generate(
+        self,
+        tags: str,
+        sections: list[str],
+        frames: int,
+        seed: int,
+        progress: Progress | None = None,
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Generate at least `frames` frames; returns (vocal, instrumental) codes, each [frames]."""
+        s = self.settings
+        device = self.model.device
+        torch.manual_seed(seed)
+        header = tokens.header_text(tags, sections)
+        history = torch.zeros((1, 0), dtype=torch.long, device=device)
+        made = 0
+        # Each segment yields at least min_segment_tokens / 2 frames, which bounds the loop.
+        max_segments = math.ceil(frames * 2 / s.min_segment_tokens) + 1
+        for index in range(max_segments):
+            if made >= frames:
+                break
+            section = sections[index % len(sections)]
+            section = section.replace(tokens.START_OF_SEGMENT, "").replace(
+                tokens.END_OF_SEGMENT, ""
+            )
+            prompt = tokens.stage1_segment_prompt(
+                self.tokenizer.encode, section, header if index == 0 else None
+            )
+            prompt_t = torch.tensor([prompt], dtype=torch.long, device=device)
+            want = min(s.max_segment_tokens, 2 * (frames - made))
+            input_ids = torch.cat([history, prompt_t], dim=1)
+            max_context = s.context_window - want - 1
+            if input_ids.shape[1] > max_context:  # keep the most recent context, as the reference
+                input_ids = input_ids[:, -max_context:]
+            output = self.model.generate(
+                input_ids=input_ids,
+                attention_mask=torch.ones_like(input_ids),
+                max_new_tokens=want,
+                min_new_tokens=min(s.min_segment_tokens, want),
+                do_sample=True,
+                top_p=s.top_p,
+                top_k=s.top_k,
+                temperature=s.temperature,
+                repetition_penalty=s.repetition_penalty,
+                eos_token_id=tokens.EOA,
+                pad_token_id=tokens.EOA,
+                logits_processor=LogitsProcessorList([self.allow]),
+                guidance_scale=s.guidance_first if index == 0 else s.guidance_later,
+            )
+            new = output[:, input_ids.shape[1] :]
+            if new[0, -1].item() != tokens.EOA:
+                new = torch.cat([new, new.new_full((1, 1), tokens.EOA)], dim=1)
+            history = torch.cat([history, prompt_t, new], dim=1)
+            made += (new.shape[1] - 1) // 2
+            if progress is not None:
+                progress("stage1", min(made / frames, 1.0))
+        vocal, instrumental = tokens.parse_stage1(history[0].tolist())
+        if len(vocal) < frames:
+            raise RuntimeError(f"stage 1 made {len(vocal)} frames, {frames} were needed")
+        return vocal[:frames], instrumental[:frames]
