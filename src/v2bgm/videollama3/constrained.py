@@ -91,12 +91,12 @@ class AnswerGrammar:
         return max(len(ids) for ids in segment.options)
 
     def _free_line_mask(self, tokenizer: PreTrainedTokenizerBase, vocab_size: int) -> torch.Tensor:
-        """Additive mask for caption tokens: no special tokens, no token holding a line break."""
+        """Additive mask for caption tokens: printable text only (no line break, no special token)."""
         mask = torch.full((vocab_size,), float("-inf"))
         texts = tokenizer.batch_decode([[i] for i in range(len(tokenizer))])
         special = set(tokenizer.all_special_ids) | set(tokenizer.added_tokens_decoder)
         for i, text in enumerate(texts):
-            if i < vocab_size and i not in special and "\n" not in text and "\r" not in text:
+            if i < vocab_size and i not in special and text.isprintable():
                 mask[i] = 0.0
         return mask
 
