@@ -91,7 +91,7 @@ class AnswerGrammar:
         return max(len(ids) for ids in segment.options)
 
     def _free_line_mask(self, tokenizer: PreTrainedTokenizerBase, vocab_size: int) -> torch.Tensor:
-        """Additive mask for caption tokens: printable text only (no line break, no special token)."""
+        """Additive mask for caption tokens: printable text only (no line break, no special)."""
         mask = torch.full((vocab_size,), float("-inf"))
         texts = tokenizer.batch_decode([[i] for i in range(len(tokenizer))])
         special = set(tokenizer.all_special_ids) | set(tokenizer.added_tokens_decoder)
