@@ -1,0 +1,239 @@
+"""Score a video: sample its frames, ask the Triton ensemble for music, mux the music in.
+
+`build_request` and `parse_response` are pure (numpy in, numpy out), so the wire format is
+testable without a server; `infer` is the only function that talks to one.
+"""
+
+from __future__ import annotations
+
+import random
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from . import interface as api
+from .errors import ServerError
+from .mux import MuxReport, check_output_path, mux_audio
+from .video import probe, sample_frames
+
+if TYPE_CHECKING:
+    from tritonclient.grpc import InferInput
+
+DEFAULT_URL = "localhost:8001"
+DEFAULT_TIMEOUT_S = 900.0  # captioning plus composing up to MAX_DURATION_S of music takes minutes
+_MAX_SAMPLE_RATE = 384_000
+# How gRPC words a connection failure (as opposed to a server that answered UNAVAILABLE).
+_UNREACHABLE = ("failed to connect", "connection refused", "errors resolving", "dns", "socket")
+
+
+@dataclass(frozen=True)
+class Response:
+    """The ensemble's outputs, decoded."""
+
+    caption: str
+    tags: str
+    audio: np.ndarray  # float32 [N], mono, in [-1, 1]
+    sample_rate: int
+
+
+@dataclass(frozen=True)
+class ScoreResult:
+    caption: str
+    tags: str
+    output_path: Path
+    audio_s: float  # length of the music the server returned
+    sample_rate: int  # the server's sample rate (the output track may be resampled)
+    seed: int
+    frames_sent: int
+    mux: MuxReport
+    timings: dict[str, float] = field(default_factory=dict)  # seconds per stage, and "total"
+
+
+def request_duration(video_duration_s: float) -> float:
+    """DURATION_S for a video: its duration, but at least MIN_DURATION_S.
+
+    Music for a shorter video is cut to the video when muxed. Longer than MAX_DURATION_S is
+    rejected earlier, by `probe`.
+    """
+    return max(api.MIN_DURATION_S, float(video_duration_s))
+
+
+def random_seed() -> int:
+    return random.SystemRandom().randint(api.SEED_MIN, api.SEED_MAX)
+
+
+def build_request(
+    frames: np.ndarray, fps: float, duration_s: float, seed: int
+) -> dict[str, np.ndarray]:
+    """The PIPELINE model's inputs, by tensor name, with the interface's dtypes and shapes.
+
+    Raises `interface.InvalidInput` for anything the server would reject.
+    """
+    api.check_frames(frames)
+    api.check_fps(fps)
+    api.check_duration(duration_s)
+    api.check_seed(seed)
+    values = {
+        api.FRAMES.name: frames,
+        api.FPS.name: [fps],
+        api.DURATION_S.name: [duration_s],
+        api.SEED.name: [seed],
+    }
+    request = {}
+    for spec in api.PIPELINE.inputs:
+        array = np.ascontiguousarray(values[spec.name], dtype=spec.numpy_dtype)
+        _check_shape(spec, array, api.InvalidInput)
+        request[spec.name] = array
+    return request
+
+
+def _check_shape(spec: api.TensorSpec, array: np.ndarray, error: type[Exception]) -> None:
+    ok = array.ndim == len(spec.shape) and all(
+        want in (-1, got) for want, got in zip(spec.shape, array.shape, strict=True)
+    )
+    if not ok:
+        raise error(f"{spec.name} must have shape {list(spec.shape)}, got {list(array.shape)}")
+
+
+def parse_response(outputs: Mapping[str, np.ndarray | None]) -> Response:
+    """Check and decode the PIPELINE model's outputs; ServerError if they break the interface."""
+    arrays = {}
+    for spec in api.PIPELINE.outputs:
+        array = outputs.get(spec.name)
+        if array is None:
+            raise ServerError(f"malformed server response: no {spec.name} output")
+        array = np.asarray(array)
+        if spec.datatype != "BYTES" and array.dtype != spec.numpy_dtype:
+            raise ServerError(
+                f"malformed server response: {spec.name} is {array.dtype}, "
+                f"expected {np.dtype(spec.numpy_dtype)}"
+            )
+        _check_shape(spec, array, ServerError)
+        arrays[spec.name] = array
+    audio = arrays[api.AUDIO.name]
+    if not np.all(np.isfinite(audio)):
+        raise ServerError(f"malformed server response: {api.AUDIO.name} holds NaN or infinity")
+    rate = int(arrays[api.SAMPLE_RATE.name][0])
+    if not 0 < rate <= _MAX_SAMPLE_RATE:
+        raise ServerError(f"malformed server response: {api.SAMPLE_RATE.name} is {rate}")
+    return Response(
+        caption=_text(arrays[api.CAPTION.name][0]),
+        tags=_text(arrays[api.TAGS.name][0]),
+        audio=audio,
+        sample_rate=rate,
+    )
+
+
+def _text(element: object) -> str:
+    """A BYTES element as text; tritonclient gives bytes, a test may give str."""
+    if isinstance(element, str):
+        return element
+    if isinstance(element, (bytes, np.bytes_)):
+        return bytes(element).decode("utf-8", errors="replace")
+    raise ServerError(f"malformed server response: text output holds {type(element).__name__}")
+
+
+def infer_inputs(request: Mapping[str, np.ndarray]) -> list[InferInput]:
+    """tritonclient InferInputs for a `build_request` result, in the interface's order."""
+    import tritonclient.grpc as grpcclient
+
+    inputs = []
+    for spec in api.PIPELINE.inputs:
+        tensor = grpcclient.InferInput(spec.name, list(request[spec.name].shape), spec.datatype)
+        tensor.set_data_from_numpy(request[spec.name])
+        inputs.append(tensor)
+    return inputs
+
+
+def infer(
+    url: str, request: Mapping[str, np.ndarray], timeout_s: float = DEFAULT_TIMEOUT_S
+) -> dict[str, np.ndarray | None]:
+    """Send `request` to the PIPELINE model at `url` (gRPC); return its outputs by name."""
+    # Imported here so probing, sampling and muxing work without the gRPC stack loaded.
+    import tritonclient.grpc as grpcclient
+    from tritonclient.utils import InferenceServerException
+
+    inputs = infer_inputs(request)
+    outputs = [grpcclient.InferRequestedOutput(spec.name) for spec in api.PIPELINE.outputs]
+    try:
+        client = grpcclient.InferenceServerClient(url)
+    except Exception as exc:  # tritonclient raises several types for a malformed URL
+        raise ServerError(f"bad server URL {url!r}: {exc}") from None
+    try:
+        result = client.infer(api.PIPELINE_MODEL, inputs, outputs=outputs, client_timeout=timeout_s)
+    except InferenceServerException as exc:
+        raise server_error(url, exc.status(), exc.message(), timeout_s) from None
+    finally:
+        client.close()
+    return {spec.name: result.as_numpy(spec.name) for spec in api.PIPELINE.outputs}
+
+
+def server_error(
+    url: str, status: str | None, message: str | None, timeout_s: float
+) -> ServerError:
+    """One line for a failed call, by gRPC status ("StatusCode.UNAVAILABLE", ...)."""
+    code = (status or "").rsplit(".", 1)[-1]
+    message = " ".join((message or "no details").split())
+    if code == "UNAVAILABLE":
+        # Also Triton's answer for a model that is still loading: only say "cannot reach" when
+        # gRPC itself failed to connect.
+        if any(marker in message.lower() for marker in _UNREACHABLE):
+            return ServerError(f"cannot reach the server at {url} ({message})")
+        return ServerError(f"the server at {url} is unavailable: {message}")
+    if code == "DEADLINE_EXCEEDED":
+        return ServerError(f"the server at {url} did not answer within {timeout_s:g} s")
+    if code == "INVALID_ARGUMENT":
+        return ServerError(f"the server rejected the request: {message}")
+    return ServerError(f"server error from {url} ({code or 'unknown status'}): {message}")
+
+
+def score_video(
+    input_path: str | Path,
+    output_path: str | Path,
+    url: str = DEFAULT_URL,
+    seed: int | None = None,
+    timeout_s: float = DEFAULT_TIMEOUT_S,
+    fps: float = api.SAMPLE_FPS,
+    max_frames: int = api.MAX_FRAMES,
+) -> ScoreResult:
+    """Write `output_path`: the video at `input_path` with music the service composed for it.
+
+    `seed` None picks a random one (returned in the result). Raises VideoError (bad input),
+    MuxError (cannot write the output), ServerError (server down, rejected or failed) or
+    interface.InvalidInput (a bad argument such as a seed out of range).
+    """
+    timings: dict[str, float] = {}
+    start = time.perf_counter()
+
+    def lap(stage: str) -> None:
+        timings[stage] = time.perf_counter() - start - sum(timings.values())
+
+    check_output_path(output_path, input_path)  # fail before the slow part, not after
+    if seed is None:
+        seed = random_seed()
+    api.check_seed(seed)
+    info = probe(input_path)
+    lap("probe")
+    sampled = sample_frames(input_path, fps=fps, max_frames=max_frames, info=info)
+    request = build_request(sampled.frames, sampled.fps, request_duration(info.duration_s), seed)
+    lap("sample")
+    response = parse_response(infer(url, request, timeout_s))
+    lap("infer")
+    report = mux_audio(input_path, response.audio, response.sample_rate, output_path, info=info)
+    lap("mux")
+    timings["total"] = time.perf_counter() - start
+    return ScoreResult(
+        caption=response.caption,
+        tags=response.tags,
+        output_path=Path(output_path),
+        audio_s=response.audio.size / response.sample_rate,
+        sample_rate=response.sample_rate,
+        seed=seed,
+        frames_sent=len(sampled.frames),
+        mux=report,
+        timings=timings,
+    )

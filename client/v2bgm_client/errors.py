@@ -1,0 +1,19 @@
+"""Errors the client raises; each message is one line a user can act on."""
+
+from __future__ import annotations
+
+
+class ClientError(Exception):
+    """Base of the client's own errors (the CLI prints them without a traceback)."""
+
+
+class VideoError(ClientError, ValueError):
+    """The input video is missing, unreadable, or outside what the service accepts."""
+
+
+class MuxError(ClientError, RuntimeError):
+    """Writing the output video failed; no output file was left behind."""
+
+
+class ServerError(ClientError, RuntimeError):
+    """The Triton server could not be reached or rejected or failed the request."""

@@ -1,0 +1,165 @@
+"""Request building and response parsing (pure), and the failure paths without a server."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from v2bgm_client import interface as api
+from v2bgm_client.api import (
+    build_request,
+    infer,
+    infer_inputs,
+    parse_response,
+    request_duration,
+    score_video,
+    server_error,
+)
+from v2bgm_client.errors import ServerError, VideoError
+from v2bgm_client.video import sample_frames
+
+FRAMES = np.zeros((3, 182, 322, 3), np.uint8)
+
+
+def _response(**overrides: object) -> dict[str, object]:
+    outputs = {
+        api.CAPTION.name: np.array([b"A cat chases a laser dot."], dtype=np.object_),
+        api.TAGS.name: np.array([b"playful piano upbeat"], dtype=np.object_),
+        api.AUDIO.name: np.linspace(-1, 1, 44_100, dtype=np.float32),
+        api.SAMPLE_RATE.name: np.array([44_100], np.int32),
+    }
+    outputs.update(overrides)
+    return outputs
+
+
+def test_request_follows_the_interface():
+    request = build_request(FRAMES, 1.0, 3.0, 42)
+    assert list(request) == [spec.name for spec in api.PIPELINE.inputs]
+    for spec in api.PIPELINE.inputs:
+        array = request[spec.name]
+        assert array.dtype == spec.numpy_dtype and array.flags.c_contiguous
+        assert array.ndim == len(spec.shape)
+        assert all(want in (-1, got) for want, got in zip(spec.shape, array.shape, strict=True))
+    assert request[api.FRAMES.name] is FRAMES or np.array_equal(request[api.FRAMES.name], FRAMES)
+    assert request[api.FPS.name].tolist() == [1.0]
+    assert request[api.DURATION_S.name].tolist() == [3.0]
+    assert request[api.SEED.name].tolist() == [42]
+
+
+def test_request_from_a_real_video(make_video):
+    sampled = sample_frames(make_video("c.mp4", seconds=3, width=322, height=182))
+    request = build_request(sampled.frames, sampled.fps, request_duration(sampled.duration_s), 7)
+    assert request[api.FRAMES.name].shape == (3, 182, 322, 3)
+
+
+def test_infer_inputs_carry_names_shapes_and_types():
+    inputs = infer_inputs(build_request(FRAMES, 1.0, 3.0, 42))
+    got = [(i.name(), i.shape(), i.datatype()) for i in inputs]
+    assert got == [
+        ("FRAMES", [3, 182, 322, 3], "UINT8"),
+        ("FPS", [1], "FP32"),
+        ("DURATION_S", [1], "FP32"),
+        ("SEED", [1], "INT64"),
+    ]
+
+
+@pytest.mark.parametrize(
+    ("frames", "fps", "duration", "seed", "message"),
+    [
+        (FRAMES.astype(np.float32), 1.0, 3.0, 0, "uint8"),
+        (FRAMES[..., :1], 1.0, 3.0, 0, "shape"),
+        (FRAMES[:0], 1.0, 3.0, 0, "zero frames"),
+        (np.zeros((2, 500, 100, 3), np.uint8), 1.0, 3.0, 0, "resize"),
+        (np.zeros((api.MAX_FRAMES + 1, 16, 16, 3), np.uint8), 1.0, 3.0, 0, "limit"),
+        (FRAMES, 0.0, 3.0, 0, "FPS"),
+        (FRAMES, 1.0, 0.5, 0, "DURATION_S"),
+        (FRAMES, 1.0, api.MAX_DURATION_S + 1, 0, "DURATION_S"),
+        (FRAMES, 1.0, 3.0, -1, "SEED"),
+        (FRAMES, 1.0, 3.0, api.SEED_MAX + 1, "SEED"),
+    ],
+)
+def test_request_rejects_what_the_server_would(frames, fps, duration, seed, message):
+    with pytest.raises(api.InvalidInput, match=message):
+        build_request(frames, fps, duration, seed)
+
+
+def test_request_duration_within_limits():
+    assert request_duration(0.04) == api.MIN_DURATION_S  # the music is cut to the video later
+    assert request_duration(12.5) == 12.5
+
+
+def test_parse_response():
+    response = parse_response(_response())
+    assert response.caption == "A cat chases a laser dot."
+    assert response.tags == "playful piano upbeat"
+    assert response.audio.dtype == np.float32 and response.audio.shape == (44_100,)
+    assert response.sample_rate == 44_100
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ({api.AUDIO.name: None}, "no AUDIO"),
+        ({api.AUDIO.name: np.zeros(10, np.float64)}, "AUDIO is float64"),
+        ({api.AUDIO.name: np.zeros((2, 10), np.float32)}, "AUDIO must have shape"),
+        ({api.AUDIO.name: np.array([0.0, np.nan], np.float32)}, "NaN"),
+        ({api.SAMPLE_RATE.name: np.array([0], np.int32)}, "SAMPLE_RATE is 0"),
+        ({api.SAMPLE_RATE.name: np.array([44_100], np.int64)}, "SAMPLE_RATE is int64"),
+        ({api.TAGS.name: np.array([b"a", b"b"], np.object_)}, "TAGS must have shape"),
+        ({api.CAPTION.name: np.array([3], np.object_)}, "text output"),
+    ],
+)
+def test_parse_response_rejects_malformed(override, message):
+    with pytest.raises(ServerError, match=message):
+        parse_response(_response(**override))
+
+
+def test_parse_response_tolerates_bad_utf8():
+    caption = parse_response(_response(CAPTION=np.array([b"caf\xe9"], np.object_))).caption
+    assert caption.startswith("caf")
+
+
+@pytest.mark.parametrize(
+    ("status", "message", "expected"),
+    [
+        (
+            "StatusCode.UNAVAILABLE",
+            "failed to connect to all addresses",
+            "cannot reach the server at h:1",
+        ),
+        (
+            "StatusCode.UNAVAILABLE",
+            "Request for unknown model: 'x' has no available versions",
+            "h:1 is unavailable",
+        ),
+        (
+            "StatusCode.INVALID_ARGUMENT",
+            "FRAMES holds 0 frames",
+            "rejected the request: FRAMES holds 0",
+        ),
+        ("StatusCode.DEADLINE_EXCEEDED", "Deadline Exceeded", "did not answer within 5 s"),
+        ("StatusCode.INTERNAL", "CUDA out of\nmemory", "(INTERNAL): CUDA out of memory"),
+        (None, None, "unknown status"),
+    ],
+)
+def test_server_errors_are_one_clear_line(status, message, expected):
+    error = server_error("h:1", status, message, 5.0)
+    assert expected in str(error) and "\n" not in str(error)
+
+
+def test_infer_with_no_server(unused_url):
+    with pytest.raises(ServerError, match=f"cannot reach the server at {unused_url}"):
+        infer(unused_url, build_request(FRAMES, 1.0, 3.0, 42), timeout_s=5)
+
+
+def test_score_video_with_no_server_writes_nothing(make_video, tmp_path, unused_url):
+    src = make_video("c.mp4", seconds=3, width=322, height=182)
+    with pytest.raises(ServerError, match=unused_url):
+        score_video(src, tmp_path / "out.mp4", url=unused_url, timeout_s=5)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_score_video_checks_input_before_calling(tmp_path, unused_url):
+    with pytest.raises(VideoError, match="no such file"):
+        score_video(tmp_path / "nope.mp4", tmp_path / "out.mp4", url=unused_url)
+    with pytest.raises(api.InvalidInput, match="SEED"):
+        score_video(tmp_path / "nope.mp4", tmp_path / "out.mp4", url=unused_url, seed=-5)
