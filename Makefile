@@ -8,7 +8,7 @@ TRITON_HOME := .cache/pytriton_wheel
 WEIGHTS ?= models/tiny
 SEED ?= 0
 
-.PHONY: setup models demo serve test lint configs clean
+.PHONY: setup models demo serve test lint configs clean gpu-bundle
 
 setup: $(VENV)/.installed $(TRITON_HOME)/.unpacked
 
@@ -48,3 +48,16 @@ test: setup models lint
 
 clean:
 	rm -rf $(VENV) .cache models out
+
+# What the lent GPU machine lacks, for tests/gpu/ (see tests/gpu/README.md).
+GPU_WHEELS := numpy==1.26.4 protobuf==4.25.9 python-rapidjson==1.25
+gpu-bundle: setup
+	rm -rf .gpu && mkdir -p .gpu
+	tar -C $(TRITON_HOME) -cJf .gpu/triton312.tar.xz pytriton/tritonserver/bin \
+	  pytriton/tritonserver/backends pytriton/tritonserver/python_backend_stubs/3.12 nvidia_pytriton.libs
+	$(PY) -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
+	  --platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 \
+	  -d .gpu $(GPU_WHEELS)
+	tar -C $$($(PY) -c "import sysconfig; print(sysconfig.get_paths()['purelib'])") \
+	  -czf .gpu/tritonclient.tar.gz tritonclient
+	du -sh .gpu
