@@ -17,11 +17,20 @@ class MusicRequest:
     seed: int = 0
 
 
+@dataclass(frozen=True)
+class StageStats:
+    """What one stage of a request cost: for per-stage metrics and benchmarks."""
+
+    seconds: float
+    tokens: int = 0  # tokens generated (0 for stages that generate none)
+
+
 @dataclass
 class Music:
     audio: np.ndarray  # float32 mono, exactly duration_s * sample_rate samples
     sample_rate: int
     stems: dict[str, np.ndarray] = field(default_factory=dict)
+    stats: dict[str, StageStats] = field(default_factory=dict)  # stage name -> cost
 
 
 # progress(stage, fraction_done): called between steps; may raise to cancel the request.

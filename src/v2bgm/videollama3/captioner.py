@@ -22,6 +22,7 @@ class Description:
     caption: str
     tags: tuple[str, ...]  # in YuE's family order
     lyrics: str = ""  # empty: instrumental
+    tokens: int = 0  # tokens generated (for metrics)
 
     @property
     def tag_line(self) -> str:
@@ -77,4 +78,5 @@ class VideoCaptioner:
             raise RuntimeError("the captioner stopped before its answer was complete")
         caption = self.processor.tokenizer.decode(answer.caption_ids).strip()
         tags = tuple(answer.tags[f] for f in families_for(vocals))
-        return Description(caption=caption, tags=tags)
+        generated = output.shape[1] - prompt_length
+        return Description(caption=caption, tags=tags, tokens=generated)

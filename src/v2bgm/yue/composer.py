@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import time
 from pathlib import Path
 
 import numpy as np
@@ -10,7 +11,7 @@ import torch
 from transformers import AutoModelForCausalLM, XcodecModel
 
 from v2bgm import checkpoints
-from v2bgm.composer import Music, MusicRequest, Progress
+from v2bgm.composer import Music, MusicRequest, Progress, StageStats
 from v2bgm.devices import model_dtype
 from v2bgm.yue import tokens
 from v2bgm.yue.codec import XcodecDecoder
@@ -48,25 +49,30 @@ class YuEComposer:
         instrumental_only = not sections
         if instrumental_only:
             sections = tokens.split_sections(tokens.INSTRUMENTAL_LYRICS)
-        vocal0, inst0 = self.stage1.generate(
-            request.tags, sections, frames, request.seed, progress=progress
-        )
-        n_samples = round(request.duration_s * self.sample_rate)
-        stems = {"instrumental": self._render(inst0, n_samples, progress)}
+        clock = time.perf_counter()
+        out1 = self.stage1.generate(request.tags, sections, frames, request.seed, progress)
+        stage1_s = time.perf_counter() - clock
+        tracks = {"instrumental": out1.instrumental}
         if not instrumental_only:
-            stems["vocal"] = self._render(vocal0, n_samples, progress)
-        mix = sum(stems.values())
-        audio = np.clip(mix, -1.0, 1.0).astype(np.float32)
-        return Music(
-            audio=fade_out(audio, self.sample_rate), sample_rate=self.sample_rate, stems=stems
-        )
-
-    def _render(self, codes0: np.ndarray, n_samples: int, progress: Progress | None) -> np.ndarray:
-        codes = self.stage2.fill(codes0, progress=progress)
-        audio = self.codec.decode(codes)
-        if progress is not None:
-            progress("decode", 1.0)
-        return fit_length(audio, n_samples)
+            tracks["vocal"] = out1.vocal
+        stage2_s = decode_s = 0.0
+        stems = {}
+        n_samples = round(request.duration_s * self.sample_rate)
+        for name, codes0 in tracks.items():
+            t0 = time.perf_counter()
+            codes = self.stage2.fill(codes0, progress=progress)
+            t1 = time.perf_counter()
+            stems[name] = fit_length(self.codec.decode(codes), n_samples)
+            stage2_s, decode_s = stage2_s + t1 - t0, decode_s + time.perf_counter() - t1
+            if progress is not None:
+                progress("decode", len(stems) / len(tracks))
+        stats = {
+            "stage1": StageStats(stage1_s, out1.tokens),
+            "stage2": StageStats(stage2_s, len(tracks) * frames * (tokens.STAGE2_CODEBOOKS - 1)),
+            "decode": StageStats(decode_s),
+        }
+        audio = np.clip(sum(stems.values()), -1.0, 1.0).astype(np.float32)
+        return Music(fade_out(audio, self.sample_rate), self.sample_rate, stems, stats)
 
 
 def fit_length(audio: np.ndarray, n_samples: int) -> np.ndarray:

@@ -33,6 +33,13 @@ class Stage1Settings:
     context_window: int = 16384  # max_position_embeddings of the stage-1 model
 
 
+@dataclass(frozen=True)
+class Stage1Output:
+    vocal: np.ndarray  # codebook-0 codes [frames]
+    instrumental: np.ndarray
+    tokens: int  # tokens generated, <EOA> included
+
+
 class AllowCodebook0(LogitsProcessor):
     """Masks everything but X-Codec codebook-0 ids and <EOA>: what the reference meant to allow."""
 
@@ -68,14 +75,14 @@ class Stage1:
         frames: int,
         seed: int,
         progress: Progress | None = None,
-    ) -> tuple[np.ndarray, np.ndarray]:
-        """Generate at least `frames` frames; returns (vocal, instrumental) codes, each [frames]."""
+    ) -> Stage1Output:
+        """Generate at least `frames` frames of both tracks."""
         s = self.settings
         device = self.model.device
         torch.manual_seed(seed)
         header = tokens.header_text(tags, sections)
         history = torch.zeros((1, 0), dtype=torch.long, device=device)
-        made = 0
+        made = generated = 0
         # Each segment yields at least min_segment_tokens / 2 frames, which bounds the loop.
         max_segments = math.ceil(frames * 2 / s.min_segment_tokens) + 1
         for index in range(max_segments):
@@ -114,9 +121,10 @@ class Stage1:
                 new = torch.cat([new, new.new_full((1, 1), tokens.EOA)], dim=1)
             history = torch.cat([history, prompt_t, new], dim=1)
             made += (new.shape[1] - 1) // 2
+            generated += output.shape[1] - input_ids.shape[1]
             if progress is not None:
                 progress("stage1", min(made / frames, 1.0))
         vocal, instrumental = tokens.parse_stage1(history[0].tolist())
         if len(vocal) < frames:
             raise RuntimeError(f"stage 1 made {len(vocal)} frames, {frames} were needed")
-        return vocal[:frames], instrumental[:frames]
+        return Stage1Output(vocal[:frames], instrumental[:frames], generated)
