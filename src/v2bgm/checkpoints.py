@@ -13,7 +13,10 @@ VIDEOLLAMA3 = "videollama3"  # transformers `video_llama_3` layout (model + proc
 YUE_STAGE1 = "yue-s1"  # m-a-p/YuE-s1-7B-anneal-en-cot layout (LlamaForCausalLM)
 YUE_STAGE2 = "yue-s2"  # m-a-p/YuE-s2-1B-general layout (LlamaForCausalLM)
 YUE_TOKENIZER = "yue-tokenizer/tokenizer.model"  # YuE's mm_tokenizer_v0.2_hf SentencePiece model
-XCODEC = "xcodec"  # transformers `xcodec` layout (XcodecModel)
+XCODEC = "xcodec"  # transformers `xcodec` layout (XcodecModel), converted from YuE's X-Codec
+# YuE's 44.1 kHz upsampler, in its own layout (xcodec_mini_infer/decoders): config.yaml and the
+# vocal and instrumental decoder weights.
+YUE_VOCODER = "yue-vocoder"
 
 WEIGHTS_ENV = "V2BGM_WEIGHTS"
 DEFAULT_WEIGHTS = Path("models/tiny")
