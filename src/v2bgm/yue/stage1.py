@@ -31,6 +31,10 @@ class Stage1Settings:
     max_segment_tokens: int = 3000  # the reference's max_new_tokens: ~30 s a segment
     min_segment_tokens: int = 100
     context_window: int = 16384  # max_position_embeddings of the stage-1 model
+    do_sample: bool = True  # False: greedy (parity tests)
+    # True: block only ids [0, 32002) as the reference really does (parity tests); False: allow
+    # only codebook-0 ids and <EOA>, what it means to do.
+    reference_blocking: bool = False
 
 
 @dataclass(frozen=True)
@@ -38,6 +42,18 @@ class Stage1Output:
     vocal: np.ndarray  # codebook-0 codes [frames]
     instrumental: np.ndarray
     tokens: int  # tokens generated, <EOA> included
+    ids: np.ndarray  # the whole sequence: prompts and generated tokens of every segment
+
+
+class BlockRange(LogitsProcessor):
+    """The reference's `BlockTokenRangeProcessor`: ids [start, end) get -inf."""
+
+    def __init__(self, start: int, end: int) -> None:
+        self.start, self.end = start, end
+
+    def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
+        scores[:, self.start : self.end] = float("-inf")
+        return scores
 
 
 class AllowCodebook0(LogitsProcessor):
@@ -65,7 +81,11 @@ class Stage1:
         self.model = model
         self.tokenizer = tokenizer
         self.settings = settings or Stage1Settings()
-        self.allow = AllowCodebook0(model.config.vocab_size)
+        self.mask: LogitsProcessor = (
+            BlockRange(0, tokens.EOA)
+            if self.settings.reference_blocking
+            else AllowCodebook0(model.config.vocab_size)
+        )
 
     @torch.inference_mode()
     def generate(
@@ -106,14 +126,14 @@ class Stage1:
                 attention_mask=torch.ones_like(input_ids),
                 max_new_tokens=want,
                 min_new_tokens=min(s.min_segment_tokens, want),
-                do_sample=True,
+                do_sample=s.do_sample,
                 top_p=s.top_p,
                 top_k=s.top_k,
                 temperature=s.temperature,
                 repetition_penalty=s.repetition_penalty,
                 eos_token_id=tokens.EOA,
                 pad_token_id=tokens.EOA,
-                logits_processor=LogitsProcessorList([self.allow]),
+                logits_processor=LogitsProcessorList([self.mask]),
                 guidance_scale=s.guidance_first if index == 0 else s.guidance_later,
             )
             new = output[:, input_ids.shape[1] :]
@@ -124,7 +144,8 @@ class Stage1:
             generated += output.shape[1] - input_ids.shape[1]
             if progress is not None:
                 progress("stage1", min(made / frames, 1.0))
-        vocal, instrumental = tokens.parse_stage1(history[0].tolist())
+        ids = history[0].cpu().numpy()
+        vocal, instrumental = tokens.parse_stage1(ids)
         if len(vocal) < frames:
             raise RuntimeError(f"stage 1 made {len(vocal)} frames, {frames} were needed")
-        return Stage1Output(vocal[:frames], instrumental[:frames], generated)
+        return Stage1Output(vocal[:frames], instrumental[:frames], generated, ids)
