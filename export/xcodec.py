@@ -12,16 +12,23 @@ what stage 2 produces) and shrinks every width and depth.
 
 `XcodecModel` initialises its RVQ codebooks to zeros, which would decode every code to the same
 frame; we fill them with seeded noise so that different codes give different audio.
+
+The folder is written the way real weights get there: the random model is saved in YuE's ORIGINAL
+layout (xcodec_mini_infer's SoundStream checkpoint, `export/xcodec_original.py`) and converted back
+with `export/convert_xcodec.py`, so every build exercises the converter.
 """
 
 from __future__ import annotations
 
+import tempfile
 from pathlib import Path
 
 import torch
 from transformers import XcodecConfig, XcodecModel
 
-from export.weights import Size, build_model, count_parameters, count_parameters_on_meta, save_model
+from export.convert_xcodec import convert_checkpoint
+from export.weights import Size, build_model, count_parameters, count_parameters_on_meta
+from export.xcodec_original import write_original_checkpoint
 
 SAMPLE_RATE = 16000
 DAC_RATIOS = (8, 5, 4, 2)  # product 320: the hop
@@ -100,7 +107,9 @@ def export_xcodec(size: Size, out_dir: Path, *, seed: int, device: str) -> int:
         XcodecModel, xcodec_config(size), seed=seed, dtype=XCODEC_DTYPE, device=device
     )
     randomize_codebooks(model)
-    save_model(model, out_dir, size)
+    with tempfile.TemporaryDirectory(prefix="xcodec-original-") as tmp:
+        original = write_original_checkpoint(model, Path(tmp), seed=seed)
+        convert_checkpoint(original.checkpoint, original.config, out_dir)
     return count_parameters(model)
 
 
