@@ -85,3 +85,22 @@ def test_stage2_matches_reference_per_frame_generate(stage2_model):
     ours = Stage2(stage2_model)._teacher_force(cb0)
     for row in range(2):
         np.testing.assert_array_equal(ours[row], tokens.unflatten_frames(ref[row], 8))
+
+
+def test_context_keeps_header_and_whole_recent_segments():
+    from v2bgm.yue.stage1 import fit_context
+
+    header, end = [1] * 10, 2
+    segments = [[5] * 30, [7, 7] + [6] * 28, [7, 7] + [8] * 28]  # later ones open with END (7 7)
+    prompt = [7, 7, 9, 9]
+    everything = [i for seg in segments for i in seg]
+    assert fit_context(header, segments, prompt, 200, end) == header + everything + prompt
+    # Room for one segment: the last, without its leading [end_of_segment], after the header.
+    assert fit_context(header, segments, prompt, 50, end) == header + [8] * 28 + prompt
+    # Room for two.
+    assert (
+        fit_context(header, segments, prompt, 75, end)
+        == header + [6] * 28 + [7, 7] + [8] * 28 + prompt
+    )
+    # No room for any: header and prompt alone.
+    assert fit_context(header, segments, prompt, 20, end) == header + prompt

@@ -101,7 +101,9 @@ class Stage1:
         device = self.model.device
         torch.manual_seed(seed)
         header = tokens.header_text(tags, sections)
-        history = torch.zeros((1, 0), dtype=torch.long, device=device)
+        header_ids = self.tokenizer.encode(header)
+        end_ids = self.tokenizer.encode(tokens.END_OF_SEGMENT)
+        segments: list[list[int]] = []  # each segment's prompt (header aside) and tokens
         made = generated = 0
         # Each segment yields at least min_segment_tokens / 2 frames, which bounds the loop.
         max_segments = math.ceil(frames * 2 / s.min_segment_tokens) + 1
@@ -115,12 +117,13 @@ class Stage1:
             prompt = tokens.stage1_segment_prompt(
                 self.tokenizer.encode, section, header if index == 0 else None
             )
-            prompt_t = torch.tensor([prompt], dtype=torch.long, device=device)
+            if index == 0:
+                prompt = prompt[len(header_ids) :]
             want = min(s.max_segment_tokens, 2 * (frames - made))
-            input_ids = torch.cat([history, prompt_t], dim=1)
-            max_context = s.context_window - want - 1
-            if input_ids.shape[1] > max_context:  # keep the most recent context, as the reference
-                input_ids = input_ids[:, -max_context:]
+            context = fit_context(
+                header_ids, segments, prompt, s.context_window - want - 1, len(end_ids)
+            )
+            input_ids = torch.tensor([context], dtype=torch.long, device=device)
             output = self.model.generate(
                 input_ids=input_ids,
                 attention_mask=torch.ones_like(input_ids),
@@ -136,16 +139,44 @@ class Stage1:
                 logits_processor=LogitsProcessorList([self.mask]),
                 guidance_scale=s.guidance_first if index == 0 else s.guidance_later,
             )
-            new = output[:, input_ids.shape[1] :]
-            if new[0, -1].item() != tokens.EOA:
-                new = torch.cat([new, new.new_full((1, 1), tokens.EOA)], dim=1)
-            history = torch.cat([history, prompt_t, new], dim=1)
-            made += (new.shape[1] - 1) // 2
-            generated += output.shape[1] - input_ids.shape[1]
+            new = output[0, input_ids.shape[1] :].tolist()
+            generated += len(new)
+            if new[-1] != tokens.EOA:
+                new.append(tokens.EOA)
+            segments.append(prompt + new)
+            made += (len(new) - 1) // 2
             if progress is not None:
                 progress("stage1", min(made / frames, 1.0))
+        history = torch.tensor([header_ids + [i for seg in segments for i in seg]])
         ids = history[0].cpu().numpy()
         vocal, instrumental = tokens.parse_stage1(ids)
         if len(vocal) < frames:
             raise RuntimeError(f"stage 1 made {len(vocal)} frames, {frames} were needed")
         return Stage1Output(vocal[:frames], instrumental[:frames], generated, ids)
+
+
+def fit_context(
+    header: list[int], segments: list[list[int]], prompt: list[int], limit: int, end_len: int
+) -> list[int]:
+    """The input of the next segment: everything so far, or, past `limit` tokens, the header and
+    the most recent whole segments that fit.
+
+    The reference keeps the last `limit` tokens, so past ~130 s of music the header (the tags)
+    falls out and a segment is cut mid-way; here the model keeps seeing the tags and whole
+    segments. A kept segment after the first opens with `[end_of_segment]`, which is dropped
+    (`end_len` tokens) when it comes right after the header, as a first segment would.
+    """
+    full = header + [i for seg in segments for i in seg] + prompt
+    if len(full) <= limit:
+        return full
+    budget = limit - len(header) - len(prompt)
+    first_kept, tail = len(segments), 0  # tail: tokens of segments[first_kept:]
+    for j in range(len(segments) - 1, -1, -1):
+        lead = len(segments[j]) - (end_len if j > 0 else 0)
+        if lead + tail > budget:
+            break
+        first_kept, tail = j, tail + len(segments[j])
+    kept = [i for seg in segments[first_kept:] for i in seg]
+    if 0 < first_kept < len(segments):
+        kept = kept[end_len:]
+    return header + kept + prompt
