@@ -1,0 +1,62 @@
+#!/usr/bin/env bash
+# The optional init step (installed as v2bgm-fetch-weights): fill the weights volume once.
+#   v2bgm-fetch-weights tiny [DIR]  tiny random-weight checkpoints (CPU demo, smoke tests)
+#   v2bgm-fetch-weights full [DIR]  random weights of the real shapes (GPU speed figures)
+#   v2bgm-fetch-weights hub  [DIR]  the real YuE checkpoints from the Hugging Face hub (network)
+# DIR defaults to $V2BGM_WEIGHTS (/weights). A finished step leaves DIR/.v2bgm-<mode>, and a
+# second run with the same mode does nothing, so an initContainer can run it on every start.
+set -euo pipefail
+
+usage() {
+  sed -n '2,7s/^# \{0,1\}//p' "$0" >&2
+  exit 2
+}
+
+[[ $# -ge 1 && $# -le 2 ]] || usage
+mode="$1"
+dir="${2:-${V2BGM_WEIGHTS:-/weights}}"
+home="${V2BGM_HOME:-/opt/v2bgm}" # where export/ lives
+python="${PYTHON:-python3}"
+marker="$dir/.v2bgm-$mode"
+# YuE's SentencePiece model is not on the hub; it is in the YuE repository (branch YuE-v1).
+yue_tokenizer_url="https://raw.githubusercontent.com/multimodal-art-projection/YuE/YuE-v1/inference/mm_tokenizer_v0.2_hf/tokenizer.model"
+
+case "$mode" in
+tiny | full | hub) ;;
+*) usage ;;
+esac
+
+if [[ -e $marker ]]; then
+  echo "v2bgm-fetch-weights: $dir already holds the $mode weights ($marker)"
+  exit 0
+fi
+mkdir -p "$dir"
+
+device=cpu # where random weights are initialised
+if command -v nvidia-smi >/dev/null && nvidia-smi -L >/dev/null 2>&1; then device=cuda; fi
+
+case "$mode" in
+tiny)
+  (cd "$home" && "$python" -m export --size tiny --out "$dir")
+  ;;
+full)
+  (cd "$home" && "$python" -m export --size full --out "$dir" --device "$device")
+  ;;
+hub)
+  hf download m-a-p/YuE-s1-7B-anneal-en-cot --local-dir "$dir/yue-s1"
+  hf download m-a-p/YuE-s2-1B-general --local-dir "$dir/yue-s2"
+  mkdir -p "$dir/yue-tokenizer"
+  "$python" -c 'import sys, urllib.request; urllib.request.urlretrieve(sys.argv[1], sys.argv[2])' \
+    "$yue_tokenizer_url" "$dir/yue-tokenizer/tokenizer.model"
+  # The other parts (X-Codec, VideoLLaMA3, ...) have no converter to the transformers layouts
+  # yet (README, "Real weights"): random ones of the real shapes let the server start.
+  read -r -a others < <(cd "$home" && "$python" -c \
+    'from export.parts import PART_NAMES; print(*(p for p in PART_NAMES if p not in {"yue-s1", "yue-s2", "yue-tokenizer"}))')
+  only=()
+  for part in "${others[@]}"; do only+=(--only "$part"); done
+  (cd "$home" && "$python" -m export --size full --out "$dir" --device "$device" "${only[@]}")
+  echo "v2bgm-fetch-weights: RANDOM weights in ${others[*]} (no converter yet)" >&2
+  ;;
+esac
+touch "$marker"
+echo "v2bgm-fetch-weights: $mode weights ready in $dir"
