@@ -26,7 +26,7 @@ $(TRITON_HOME)/.unpacked: | $(VENV)/.installed
 
 models: $(WEIGHTS)/.built
 
-models/tiny/.built: | $(VENV)/.installed
+models/tiny/.built: $(wildcard export/*.py) | $(VENV)/.installed  # rebuilt when the export changes
 	$(PY) -m export --size tiny --out models/tiny --seed $(SEED)
 	touch $@
 

@@ -7,7 +7,8 @@
 - `yue-s1/`        YuE stage 1, LlamaForCausalLM (+ generation_config.json)
 - `yue-s2/`        YuE stage 2, LlamaForCausalLM (+ generation_config.json)
 - `yue-tokenizer/tokenizer.model`  YuE's SentencePiece model (83734 pieces)
-- `xcodec/`        XcodecModel
+- `xcodec/`        XcodecModel, converted from an original-layout X-Codec checkpoint
+- `yue-vocoder/`   YuE's 44.1 kHz upsampler in its own layout (config.yaml + two decoder .pth)
 
 See `export/__main__.py` for the options and each module's docstring for where its numbers come
 from.

@@ -12,7 +12,15 @@ from export.weights import Size
 from export.xcodec import export_xcodec, xcodec_parameter_count
 from export.yue import export_yue_stage, yue_parameter_count
 from export.yue_tokenizer import export_yue_tokenizer
-from v2bgm.checkpoints import VIDEOLLAMA3, XCODEC, YUE_STAGE1, YUE_STAGE2, YUE_TOKENIZER
+from export.yue_vocoder import export_yue_vocoder, yue_vocoder_parameter_count
+from v2bgm.checkpoints import (
+    VIDEOLLAMA3,
+    XCODEC,
+    YUE_STAGE1,
+    YUE_STAGE2,
+    YUE_TOKENIZER,
+    YUE_VOCODER,
+)
 
 YUE_TOKENIZER_DIR = PurePosixPath(YUE_TOKENIZER).parts[0]
 YUE_TOKENIZER_FILE = PurePosixPath(YUE_TOKENIZER).relative_to(YUE_TOKENIZER_DIR)
@@ -53,6 +61,7 @@ def _stage(stage: str) -> Exporter:
 PARTS: tuple[Part, ...] = (
     Part(YUE_TOKENIZER_DIR, _export_tokenizer, None),
     Part(XCODEC, export_xcodec, xcodec_parameter_count),
+    Part(YUE_VOCODER, export_yue_vocoder, yue_vocoder_parameter_count),
     Part(YUE_STAGE2, _stage("s2"), lambda size: yue_parameter_count("s2", size)),
     Part(YUE_STAGE1, _stage("s1"), lambda size: yue_parameter_count("s1", size)),
     Part(VIDEOLLAMA3, export_videollama3, videollama3_parameter_count),

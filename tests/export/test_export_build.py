@@ -8,7 +8,14 @@ from pathlib import Path
 import pytest
 
 from export.parts import PART_NAMES, select_parts
-from v2bgm.checkpoints import VIDEOLLAMA3, XCODEC, YUE_STAGE1, YUE_STAGE2, YUE_TOKENIZER
+from v2bgm.checkpoints import (
+    VIDEOLLAMA3,
+    XCODEC,
+    YUE_STAGE1,
+    YUE_STAGE2,
+    YUE_TOKENIZER,
+    YUE_VOCODER,
+)
 
 EXPECTED_FILES = {
     f"{VIDEOLLAMA3}/config.json",
@@ -27,6 +34,9 @@ EXPECTED_FILES = {
     YUE_TOKENIZER,
     f"{XCODEC}/config.json",
     f"{XCODEC}/model.safetensors",
+    f"{YUE_VOCODER}/config.yaml",
+    f"{YUE_VOCODER}/decoder_131000.pth",  # vocal
+    f"{YUE_VOCODER}/decoder_151000.pth",  # instrumental
 }
 
 
@@ -62,7 +72,8 @@ def test_another_seed_changes_the_weights(
 
 
 def test_part_names_and_selection() -> None:
-    assert set(PART_NAMES) == {VIDEOLLAMA3, YUE_STAGE1, YUE_STAGE2, XCODEC, "yue-tokenizer"}
+    parts = {VIDEOLLAMA3, YUE_STAGE1, YUE_STAGE2, XCODEC, YUE_VOCODER, "yue-tokenizer"}
+    assert set(PART_NAMES) == parts
     assert [p.name for p in select_parts([XCODEC, VIDEOLLAMA3])] == [XCODEC, VIDEOLLAMA3]
     with pytest.raises(ValueError, match="unknown part"):
         select_parts(["nope"])

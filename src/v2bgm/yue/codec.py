@@ -20,3 +20,10 @@ class XcodecDecoder:
         )
         audio = self.model.decode(codes_t).audio_values
         return audio[0, 0].float().cpu().numpy()
+
+    @torch.inference_mode()
+    def embeddings(self, codes: np.ndarray) -> torch.Tensor:
+        """codes [K, T] -> the RVQ embedding [1, D, T] (sum of the K codebook rows; D = 1024 for
+        YuE), the 44.1 kHz upsampler's input: YuE's `SoundStream.get_embed`."""
+        codes_t = torch.as_tensor(np.asarray(codes), dtype=torch.long, device=self.model.device)
+        return self.model.quantizer.decode(codes_t[:, None])  # the quantizer takes [K, B, T]
