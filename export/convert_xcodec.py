@@ -1,7 +1,8 @@
 """Convert YuE's X-Codec checkpoint to `transformers`' `XcodecModel` layout.
 
-    python -m export.convert_xcodec --checkpoint xcodec_mini_infer/final_ckpt/ckpt_00360000.pth \
-        --config xcodec_mini_infer/final_ckpt/config.yaml --out WEIGHTS/xcodec
+    X=xcodec_mini_infer   # a clone of m-a-p/xcodec_mini_infer
+    python -m export.convert_xcodec --checkpoint $X/final_ckpt/ckpt_00360000.pth \\
+        --config $X/final_ckpt/config.yaml --out WEIGHTS/xcodec
 
 YuE's codec is `SoundStream` in xcodec_mini_infer/models/soundstream_hubert_new.py; infer.py builds
 it from `config.yaml` (`generator.config`) and loads `torch.load(ckpt)["codec_model"]`. The same

@@ -56,13 +56,13 @@ def resample_kernel(orig_rate: int, new_rate: int) -> tuple[torch.Tensor, int]:
 
 def resample(audio: np.ndarray, orig_rate: int = LOW_RATE, new_rate: int = HIGH_RATE) -> np.ndarray:
     """1-D float audio -> float32 at `new_rate`, ceil(len * new / orig) samples."""
+    audio = np.asarray(audio, dtype=np.float32)
     if orig_rate == new_rate:
-        return np.asarray(audio, dtype=np.float32)
+        return audio
     kernel, width = resample_kernel(orig_rate, new_rate)
     gcd = math.gcd(orig_rate, new_rate)
     orig, new = orig_rate // gcd, new_rate // gcd
-    x = torch.as_tensor(np.asarray(audio, dtype=np.float32))[None, None]
-    x = F.pad(x, (width, width + orig))
+    x = F.pad(torch.from_numpy(audio)[None, None], (width, width + orig))
     with torch.inference_mode():
         y = F.conv1d(x, kernel, stride=orig)  # [1, new, frames]: one output phase per channel
     # torchaudio takes this ceil of a float32 tensor; exact up to 2**24 samples
