@@ -11,6 +11,7 @@ from transformers import XcodecModel
 
 from v2bgm import checkpoints
 from v2bgm.yue.codec import XcodecDecoder
+from v2bgm.yue.postprocess import recombine
 from v2bgm.yue.vocoder import DECODER_FILES, SAMPLE_RATE, Upsampler
 from v2bgm.yue.vocos import ISTFT, MAX_MAGNITUDE, VocosConfig, VocosDecoder
 
@@ -109,6 +110,23 @@ def test_codec_embeddings_feed_the_vocoder(upsampler: Upsampler, weights: Path) 
     audio_16k = decoder.decode(codes)
     assert audio_44k.shape == (1, HOP * frames)
     assert len(audio_16k) * SAMPLE_RATE == audio_44k.shape[1] * decoder.sample_rate  # same length
+
+
+def test_codes_to_recombined_44k_as_infer_py_chains_them(
+    upsampler: Upsampler, weights: Path
+) -> None:
+    """Both tracks: 16 kHz decode (stems clamped to +-0.99, summed), vocoder per track (summed,
+    clamped), then the two-band recombination: 882 samples per frame at 44.1 kHz."""
+    decoder = XcodecDecoder(XcodecModel.from_pretrained(weights / checkpoints.XCODEC).eval())
+    frames = 30
+    rng = np.random.default_rng(2)
+    tracks = {t: rng.integers(0, 1024, (8, frames)) for t in DECODER_FILES}
+    mix_16k = sum(np.clip(decoder.decode(c), -0.99, 0.99) for c in tracks.values())
+    mix_44k = np.clip(
+        sum(upsampler(decoder.embeddings(c), t)[0] for t, c in tracks.items()), -0.99, 0.99
+    )
+    out = recombine(mix_16k, mix_44k)
+    assert out.shape == (HOP * frames,) and out.dtype == np.float32 and np.isfinite(out).all()
 
 
 @pytest.mark.parametrize(("n_fft", "hop"), [(N_FFT, HOP), (16, 4)])
