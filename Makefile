@@ -42,6 +42,7 @@ configs: $(VENV)/.installed
 lint: $(VENV)/.installed
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/hadolint docker/Dockerfile
 
 test: setup models lint
 	$(PY) -m pytest -q
