@@ -43,19 +43,33 @@ full)
   (cd "$home" && "$python" -m export --size full --out "$dir" --device "$device")
   ;;
 hub)
+  # The README's "Real weights" steps: YuE's LMs and tokenizer as they are, YuE's X-Codec
+  # converted to XcodecModel, its vocoder files copied.
   hf download m-a-p/YuE-s1-7B-anneal-en-cot --local-dir "$dir/yue-s1"
   hf download m-a-p/YuE-s2-1B-general --local-dir "$dir/yue-s2"
   mkdir -p "$dir/yue-tokenizer"
   "$python" -c 'import sys, urllib.request; urllib.request.urlretrieve(sys.argv[1], sys.argv[2])' \
     "$yue_tokenizer_url" "$dir/yue-tokenizer/tokenizer.model"
-  # The other parts (X-Codec, VideoLLaMA3, ...) have no converter to the transformers layouts
-  # yet (README, "Real weights"): random ones of the real shapes let the server start.
-  read -r -a others < <(cd "$home" && "$python" -c \
-    'from export.parts import PART_NAMES; print(*(p for p in PART_NAMES if p not in {"yue-s1", "yue-s2", "yue-tokenizer"}))')
-  only=()
-  for part in "${others[@]}"; do only+=(--only "$part"); done
-  (cd "$home" && "$python" -m export --size full --out "$dir" --device "$device" "${only[@]}")
-  echo "v2bgm-fetch-weights: RANDOM weights in ${others[*]} (no converter yet)" >&2
+  xcodec_src="$dir/.xcodec_mini_infer"
+  hf download m-a-p/xcodec_mini_infer final_ckpt/ckpt_00360000.pth final_ckpt/config.yaml \
+    semantic_ckpts/hf_1_325000/config.json decoders/config.yaml decoders/decoder_131000.pth \
+    decoders/decoder_151000.pth --local-dir "$xcodec_src"
+  (cd "$home" && "$python" -m export.convert_xcodec --out "$dir/xcodec" \
+    --checkpoint "$xcodec_src/final_ckpt/ckpt_00360000.pth" --config "$xcodec_src/final_ckpt/config.yaml")
+  mkdir -p "$dir/yue-vocoder"
+  cp "$xcodec_src/decoders/config.yaml" "$xcodec_src/decoders/decoder_131000.pth" \
+    "$xcodec_src/decoders/decoder_151000.pth" "$dir/yue-vocoder/"
+  rm -rf "$xcodec_src"
+  # Parts with no converter yet (VideoLLaMA3, README): random weights of the real shapes, so
+  # that the server starts; the log says which.
+  read -r -a others < <(cd "$home" && "$python" -c 'from export.parts import PART_NAMES
+print(*(p for p in PART_NAMES if p not in {"yue-s1", "yue-s2", "yue-tokenizer", "xcodec", "yue-vocoder"}))')
+  if [[ ${#others[@]} -gt 0 ]]; then
+    only=()
+    for part in "${others[@]}"; do only+=(--only "$part"); done
+    (cd "$home" && "$python" -m export --size full --out "$dir" --device "$device" "${only[@]}")
+    echo "v2bgm-fetch-weights: RANDOM weights in ${others[*]} (no converter yet)" >&2
+  fi
   ;;
 esac
 touch "$marker"

@@ -38,12 +38,16 @@ while true; do sleep 0.05; done
 # python3/hf stand-ins for the init step: log the call; answer the two `-c` snippets it runs.
 FAKE_PYTHON = """#!/usr/bin/env bash
 echo "python cwd=$PWD args=$*" >> "$FAKE_LOG"
-if [[ $1 == -c && $2 == *PART_NAMES* ]]; then echo "xcodec yue-vocoder videollama3"; fi
+if [[ $1 == -c && $2 == *PART_NAMES* ]]; then echo "videollama3"; fi
 if [[ $1 == -c && $2 == *urlretrieve* ]]; then echo token > "$4"; fi
 exit 0
 """
 FAKE_HF = """#!/usr/bin/env bash
 echo "hf args=$*" >> "$FAKE_LOG"
+if [[ $2 == m-a-p/xcodec_mini_infer ]]; then
+  out="${@: -1}/decoders"
+  mkdir -p "$out" && touch "$out"/{config.yaml,decoder_131000.pth,decoder_151000.pth}
+fi
 """
 
 
@@ -205,20 +209,29 @@ def test_fetch_defaults_to_the_weights_env(fakes: dict[str, str]) -> None:
     assert f"--size full --out {fakes['V2BGM_WEIGHTS']} --device " in call
 
 
-def test_fetch_hub_downloads_yue_and_fills_the_rest(fakes: dict[str, str], tmp_path) -> None:
+def test_fetch_hub_downloads_and_converts_then_fills_the_rest(fakes, tmp_path) -> None:
     Path(fakes["V2BGM_HOME"]).mkdir()
     volume = tmp_path / "volume"
     result = fetch(fakes, "hub", str(volume))
     assert result.returncode == 0, result.stderr
     log = read_log(fakes)
-    assert f"hf args=download m-a-p/YuE-s1-7B-anneal-en-cot --local-dir {volume}/yue-s1" in log
-    assert f"hf args=download m-a-p/YuE-s2-1B-general --local-dir {volume}/yue-s2" in log
+    hf = [line.removeprefix("hf args=download ") for line in log if line.startswith("hf ")]
+    assert hf[0] == f"m-a-p/YuE-s1-7B-anneal-en-cot --local-dir {volume}/yue-s1"
+    assert hf[1] == f"m-a-p/YuE-s2-1B-general --local-dir {volume}/yue-s2"
+    assert hf[2].startswith("m-a-p/xcodec_mini_infer final_ckpt/ckpt_00360000.pth")
     assert (volume / "yue-tokenizer" / "tokenizer.model").read_text() == "token\n"
-    assert log[-1].endswith(
-        f"-m export --size full --out {volume} --device cpu "
-        "--only xcodec --only yue-vocoder --only videollama3"
-    )
-    assert "RANDOM weights in xcodec yue-vocoder videollama3" in result.stderr
+    source = volume / ".xcodec_mini_infer"
+    assert (
+        f"python cwd={fakes['V2BGM_HOME']} args=-m export.convert_xcodec --out {volume}/xcodec "
+        f"--checkpoint {source}/final_ckpt/ckpt_00360000.pth "
+        f"--config {source}/final_ckpt/config.yaml"
+    ) in log
+    vocoder = sorted(p.name for p in (volume / "yue-vocoder").iterdir())
+    assert vocoder == ["config.yaml", "decoder_131000.pth", "decoder_151000.pth"]
+    assert not source.exists()  # the download is not left in the volume
+    assert log[-1].endswith(f"-m export --size full --out {volume} --device cpu --only videollama3")
+    assert "RANDOM weights in videollama3" in result.stderr
+    assert (volume / ".v2bgm-hub").exists()
 
 
 @pytest.mark.parametrize("args", [[], ["s3"], ["tiny", "a", "b"]])
