@@ -8,7 +8,9 @@ TRITON_HOME := .cache/pytriton_wheel
 WEIGHTS ?= models/tiny
 SEED ?= 0
 
-.PHONY: setup models demo serve test lint configs clean gpu-bundle
+PROM_HOME := .cache/prometheus
+
+.PHONY: setup models demo serve test lint configs clean gpu-bundle prometheus
 
 setup: $(VENV)/.installed $(TRITON_HOME)/.unpacked
 
@@ -22,6 +24,17 @@ $(VENV)/.installed: pyproject.toml client/pyproject.toml constraints.txt
 $(TRITON_HOME)/.unpacked: | $(VENV)/.installed
 	$(PY) -m pip download -q --no-deps "nvidia-pytriton==$(PYTRITON_VERSION)" -d .cache
 	unzip -q -o .cache/nvidia_pytriton-$(PYTRITON_VERSION)-*.whl -d $(TRITON_HOME)
+	touch $@
+
+# Debian's prometheus package (the server and promtool: static Go binaries) for tests/monitoring,
+# unpacked, not installed. `apt-get download` needs apt's package lists: refreshed when it fails.
+prometheus: $(PROM_HOME)/.unpacked
+
+$(PROM_HOME)/.unpacked:
+	mkdir -p .cache/deb && rm -f .cache/deb/prometheus_*.deb
+	cd .cache/deb && { apt-get download prometheus || { apt-get update -qq && apt-get download prometheus; }; }
+	rm -rf $(PROM_HOME) && dpkg -x .cache/deb/prometheus_*.deb $(PROM_HOME)
+	$(PROM_HOME)/usr/bin/promtool --version | head -1
 	touch $@
 
 models: $(WEIGHTS)/.built
@@ -44,7 +57,7 @@ lint: $(VENV)/.installed
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/hadolint docker/Dockerfile
 
-test: setup models lint
+test: setup models prometheus lint
 	$(PY) -m pytest -q
 
 clean:

@@ -1,0 +1,184 @@
+"""The server's own Prometheus metrics, defined once: names, kinds, labels and buckets.
+
+The Python-backend models record them through `triton_python_backend_utils.MetricFamily`, and
+Triton serves them on its metrics port next to its own `nv_*` metrics. The Prometheus rules
+(helm/v2bgm/files/prometheus-rules.yml), the Grafana dashboard and the tests use these names.
+
+Every metric is labelled with the model's name and version; a few add one label whose values come
+from a closed set below (`stage`, `reason`). Never a request id or anything a caller sent: each
+label value is a new time series in Prometheus.
+
+This module does not import `triton_python_backend_utils` (it exists only inside the stub): the
+recorder takes it as an argument, so the names are importable anywhere.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from types import ModuleType
+from typing import Any
+
+import numpy as np
+from v2bgm_client import interface as api
+
+from v2bgm.composer import StageStats
+
+# --- metric names (Prometheus conventions: base units, counters end in _total) -----------------
+STAGE_SECONDS = "v2bgm_stage_duration_seconds"  # histogram {model, version, stage}
+AUDIO_SECONDS = "v2bgm_audio_seconds_produced_total"  # counter {model, version}
+TOKENS = "v2bgm_tokens_generated_total"  # counter {model, version, stage}
+FRAMES = "v2bgm_frames_captioned_total"  # counter {model, version}
+REQUESTS = "v2bgm_requests_total"  # counter {model, version}: answered, success or failure
+FAILURES = "v2bgm_failures_total"  # counter {model, version, reason}
+IN_GENERATION = "v2bgm_requests_in_generation"  # gauge {model, version}
+READY = "v2bgm_model_ready"  # gauge {model, version}: instances loaded and serving
+
+# --- labels and their closed sets of values ----------------------------------------------------
+MODEL_LABEL = "model"  # the same label names as Triton's nv_* metrics, so rules can join them
+VERSION_LABEL = "version"
+STAGE_LABEL = "stage"
+REASON_LABEL = "reason"
+
+CAPTIONING = "captioning"
+STAGE1 = "stage1"  # the last three are the keys of YuEComposer's Music.stats
+STAGE2 = "stage2"
+DECODE = "decode"
+STAGES = (CAPTIONING, STAGE1, STAGE2, DECODE)
+TOKEN_STAGES = (CAPTIONING, STAGE1, STAGE2)  # the stages that generate tokens
+
+INVALID_ARGUMENT = "invalid_argument"  # the caller's fault (Triton answers INVALID_ARGUMENT)
+INTERNAL = "internal"  # ours
+FAILURE_REASONS = (INVALID_ARGUMENT, INTERNAL)
+
+# From tiny models on a CPU (milliseconds) to a real stage 1 on long videos (many minutes).
+STAGE_BUCKETS_S = (
+    0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 25.0, 50.0,
+    100.0, 250.0, 500.0, 1000.0, 2500.0, 5000.0,
+)  # fmt: skip
+
+
+@dataclass(frozen=True)
+class MetricDef:
+    name: str
+    kind: str  # the MetricFamily kind: COUNTER, GAUGE or HISTOGRAM
+    description: str
+    extra_label: str | None = None  # STAGE_LABEL or REASON_LABEL
+
+
+DEFINITIONS = (
+    MetricDef(STAGE_SECONDS, "HISTOGRAM", "Seconds one request spent in a stage", STAGE_LABEL),
+    MetricDef(AUDIO_SECONDS, "COUNTER", "Seconds of music produced"),
+    MetricDef(TOKENS, "COUNTER", "Tokens generated, per stage", STAGE_LABEL),
+    MetricDef(FRAMES, "COUNTER", "Video frames captioned"),
+    MetricDef(REQUESTS, "COUNTER", "Requests answered, successful or not"),
+    MetricDef(FAILURES, "COUNTER", "Requests answered with an error, by reason", REASON_LABEL),
+    MetricDef(IN_GENERATION, "GAUGE", "Requests being computed right now"),
+    MetricDef(READY, "GAUGE", "Model instances loaded and serving"),
+)
+NAMES = tuple(d.name for d in DEFINITIONS)
+
+
+MODEL_STAGES = {api.CAPTIONER_MODEL: (CAPTIONING,), api.COMPOSER_MODEL: (STAGE1, STAGE2, DECODE)}
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What one answered request produced and cost."""
+
+    failure: str | None = None  # one of FAILURE_REASONS; None: success
+    stages: dict[str, StageStats] = field(default_factory=dict)  # stage name -> cost
+    audio_s: float = 0.0
+    frames: int = 0
+
+
+def outcome(
+    inputs: dict[str, np.ndarray],
+    result: dict[str, np.ndarray] | Exception,
+    stages: dict[str, StageStats],
+) -> Outcome:
+    """A request's outcome, from its tensors (by the interface's names) and its stages' costs."""
+    if isinstance(result, api.InvalidInput):
+        return Outcome(INVALID_ARGUMENT)
+    if isinstance(result, Exception):
+        return Outcome(INTERNAL)
+    frames = inputs.get(api.FRAMES.name)
+    audio, rate = result.get(api.AUDIO.name), result.get(api.SAMPLE_RATE.name)
+    return Outcome(
+        stages=stages,
+        # [B, N] samples at [B, 1] rates; a model without AUDIO produced none
+        audio_s=0.0 if audio is None or rate is None else audio.size / float(rate.flat[0]),
+        frames=0 if frames is None else int(np.prod(frames.shape[:2])),  # [B, T, H, W, 3]
+    )
+
+
+class ModelMetrics:
+    """One model instance's handles on the metric families.
+
+    Every series a model can emit is created in `__init__` (value 0), so that Prometheus sees a
+    counter start from zero, and `rate()` counts the first request. Model instances with the same
+    labels share one series in Triton; gauges are therefore only incremented and decremented.
+    """
+
+    def __init__(
+        self,
+        pb_utils: ModuleType,
+        model: str,
+        version: str,
+        warn: Callable[[str], None] = print,
+    ) -> None:
+        self._families: dict[str, Any] = {}
+        self._series: dict[tuple[str, str | None], Any] = {}
+        self.stages = MODEL_STAGES.get(model, ())
+        self._warn = warn
+        self._undeclared: set[str] = set()
+        base = {MODEL_LABEL: model, VERSION_LABEL: version}
+        for d in DEFINITIONS:
+            family = pb_utils.MetricFamily(
+                name=d.name, description=d.description, kind=getattr(pb_utils.MetricFamily, d.kind)
+            )
+            self._families[d.name] = family
+            for value in self._label_values(d):
+                labels = base if value is None else {**base, d.extra_label: value}
+                extra = {"buckets": list(STAGE_BUCKETS_S)} if d.kind == "HISTOGRAM" else {}
+                self._series[d.name, value] = family.Metric(labels=labels, **extra)
+
+    def _label_values(self, d: MetricDef) -> Iterable[str | None]:
+        if d.extra_label == STAGE_LABEL:
+            return self.stages if d.name == STAGE_SECONDS else set(self.stages) & set(TOKEN_STAGES)
+        if d.extra_label == REASON_LABEL:
+            return FAILURE_REASONS
+        return (None,)
+
+    def _add(self, name: str, amount: float, label: str | None = None) -> None:
+        if amount:
+            self._series[name, label].increment(float(amount))
+
+    def ready(self, up: bool) -> None:
+        self._add(READY, 1 if up else -1)
+
+    def in_generation(self, requests: int) -> None:
+        """`requests` (negative: fewer) start or stop being computed."""
+        self._add(IN_GENERATION, requests)
+
+    def answered(self, done: Outcome) -> None:
+        self._add(REQUESTS, 1)
+        if done.failure is not None:
+            self._add(FAILURES, 1, done.failure)
+            return
+        self._add(AUDIO_SECONDS, done.audio_s)
+        self._add(FRAMES, done.frames)
+        for stage, cost in done.stages.items():
+            if stage not in self.stages:  # no new series at run time; say so once
+                if stage not in self._undeclared:
+                    self._undeclared.add(stage)
+                    self._warn(f"metrics: stage {stage!r} is not in MODEL_STAGES; not recorded")
+                continue
+            self._series[STAGE_SECONDS, stage].observe(float(cost.seconds))
+            if (TOKENS, stage) in self._series:
+                self._add(TOKENS, cost.tokens, stage)
+
+    def close(self) -> None:
+        """Drop the series before their families, as the Python backend requires."""
+        self._series.clear()
+        self._families.clear()
