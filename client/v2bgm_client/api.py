@@ -36,6 +36,7 @@ class Response:
 
     caption: str
     tags: str
+    lyrics: str  # empty: instrumental
     audio: np.ndarray  # float32 [N], mono, in [-1, 1]
     sample_rate: int
 
@@ -44,6 +45,7 @@ class Response:
 class ScoreResult:
     caption: str
     tags: str
+    lyrics: str
     output_path: Path
     audio_s: float  # length of the music the server returned
     sample_rate: int  # the server's sample rate (the output track may be resampled)
@@ -67,27 +69,44 @@ def random_seed() -> int:
 
 
 def build_request(
-    frames: np.ndarray, fps: float, duration_s: float, seed: int
+    frames: np.ndarray,
+    fps: float,
+    duration_s: float,
+    seed: int,
+    vocals: bool = False,
+    hint: str = "",
+    fixed_tags: tuple[str, ...] = (),
 ) -> dict[str, np.ndarray]:
-    """The PIPELINE model's inputs, by tensor name, with the interface's dtypes and shapes.
+    """The PIPELINE model's inputs, by tensor name, with the interface's dtypes and shapes (a
+    batch of one: every model batches, so each tensor has a leading dimension of 1).
 
-    Raises `interface.InvalidInput` for anything the server would reject.
+    Raises `interface.InvalidInput` for anything the server would reject (tags outside YuE's
+    vocabulary are the server's to check: the vocabulary ships with the models).
     """
     api.check_frames(frames)
     api.check_fps(fps)
     api.check_duration(duration_s)
     api.check_seed(seed)
-    values = {
+    api.check_fixed_tags(list(fixed_tags))
+    values: dict[str, object] = {
         api.FRAMES.name: frames,
         api.FPS.name: [fps],
         api.DURATION_S.name: [duration_s],
         api.SEED.name: [seed],
+        api.VOCALS.name: [vocals],
     }
+    if hint:
+        api.check_text(api.HINT, hint.encode("utf-8"), api.MAX_HINT_BYTES)
+        values[api.HINT.name] = [hint.encode("utf-8")]
+    if fixed_tags:
+        values[api.FIXED_TAGS.name] = [t.encode("utf-8") for t in fixed_tags]
     request = {}
     for spec in api.PIPELINE.inputs:
+        if spec.name not in values:
+            continue
         array = np.ascontiguousarray(values[spec.name], dtype=spec.numpy_dtype)
         _check_shape(spec, array, api.InvalidInput)
-        request[spec.name] = array
+        request[spec.name] = array[None]
     return request
 
 
@@ -107,6 +126,12 @@ def parse_response(outputs: Mapping[str, np.ndarray | None]) -> Response:
         if array is None:
             raise ServerError(f"malformed server response: no {spec.name} output")
         array = np.asarray(array)
+        if array.ndim == 0 or array.shape[0] != 1:
+            raise ServerError(
+                f"malformed server response: {spec.name} has shape {list(array.shape)}, "
+                "expected a batch of one"
+            )
+        array = array[0]
         if spec.datatype != "BYTES" and array.dtype != spec.numpy_dtype:
             raise ServerError(
                 f"malformed server response: {spec.name} is {array.dtype}, "
@@ -123,6 +148,7 @@ def parse_response(outputs: Mapping[str, np.ndarray | None]) -> Response:
     return Response(
         caption=_text(arrays[api.CAPTION.name][0]),
         tags=_text(arrays[api.TAGS.name][0]),
+        lyrics=_text(arrays[api.LYRICS.name][0]),
         audio=audio,
         sample_rate=rate,
     )
@@ -143,6 +169,8 @@ def infer_inputs(request: Mapping[str, np.ndarray]) -> list[InferInput]:
 
     inputs = []
     for spec in api.PIPELINE.inputs:
+        if spec.name not in request:
+            continue  # an optional input left out
         tensor = grpcclient.InferInput(spec.name, list(request[spec.name].shape), spec.datatype)
         tensor.set_data_from_numpy(request[spec.name])
         inputs.append(tensor)
@@ -199,12 +227,16 @@ def score_video(
     timeout_s: float = DEFAULT_TIMEOUT_S,
     fps: float = api.SAMPLE_FPS,
     max_frames: int = api.MAX_FRAMES,
+    vocals: bool = False,
+    hint: str = "",
+    fixed_tags: tuple[str, ...] = (),
 ) -> ScoreResult:
     """Write `output_path`: the video at `input_path` with music the service composed for it.
 
-    `seed` None picks a random one (returned in the result). Raises VideoError (bad input),
-    MuxError (cannot write the output), ServerError (server down, rejected or failed) or
-    interface.InvalidInput (a bad argument such as a seed out of range).
+    `seed` None picks a random one (returned in the result). `vocals` asks for sung lyrics,
+    `hint` steers the music in words ("upbeat, no drums"), `fixed_tags` are YuE tags to keep.
+    Raises VideoError (bad input), MuxError (cannot write the output), ServerError (server down,
+    rejected or failed) or interface.InvalidInput (a bad argument such as a seed out of range).
     """
     timings: dict[str, float] = {}
     start = time.perf_counter()
@@ -219,7 +251,15 @@ def score_video(
     info = probe(input_path)
     lap("probe")
     sampled = sample_frames(input_path, fps=fps, max_frames=max_frames, info=info)
-    request = build_request(sampled.frames, sampled.fps, request_duration(info.duration_s), seed)
+    request = build_request(
+        sampled.frames,
+        sampled.fps,
+        request_duration(info.duration_s),
+        seed,
+        vocals=vocals,
+        hint=hint,
+        fixed_tags=fixed_tags,
+    )
     lap("sample")
     response = parse_response(infer(url, request, timeout_s))
     lap("infer")
@@ -229,6 +269,7 @@ def score_video(
     return ScoreResult(
         caption=response.caption,
         tags=response.tags,
+        lyrics=response.lyrics,
         output_path=Path(output_path),
         audio_s=response.audio.size / response.sample_rate,
         sample_rate=response.sample_rate,

@@ -58,6 +58,16 @@ def parser() -> argparse.ArgumentParser:
         "--url", default=DEFAULT_URL, help=f"Triton gRPC address (default {DEFAULT_URL})"
     )
     p.add_argument("--seed", type=_seed, help="composer seed, for a repeatable result")
+    p.add_argument("--vocals", action="store_true", help="music with sung lyrics (default: none)")
+    p.add_argument("--hint", default="", help='steer the music in words, e.g. "upbeat, no drums"')
+    p.add_argument(
+        "--tag",
+        dest="tags",
+        action="append",
+        default=[],
+        metavar="TAG",
+        help="a YuE tag to keep (repeatable), e.g. --tag jazz --tag piano",
+    )
     p.add_argument(
         "--timeout",
         type=_positive,
@@ -72,7 +82,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser().parse_args(argv)  # usage errors: argparse's own line, exit 2
     try:
         result = score_video(
-            args.input, args.output, url=args.url, seed=args.seed, timeout_s=args.timeout
+            args.input,
+            args.output,
+            url=args.url,
+            seed=args.seed,
+            timeout_s=args.timeout,
+            vocals=args.vocals,
+            hint=args.hint,
+            fixed_tags=tuple(args.tags),
         )
     except (ClientError, api.InvalidInput) as exc:
         return _fail(str(exc))
@@ -82,6 +99,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _fail(f"unexpected {type(exc).__name__}: {exc}")
     print(f"caption: {result.caption}")
     print(f"tags: {result.tags}")
+    if result.lyrics:
+        print(f"lyrics:\n{result.lyrics}")
     if result.mux.note:
         print(f"note: {result.mux.note}")
     print(

@@ -28,6 +28,10 @@ MAX_DURATION_S = 300.0
 MAX_FPS = 240.0
 MAX_TAGS_BYTES = 1024
 MAX_LYRICS_BYTES = 16384
+MAX_HINT_BYTES = 512
+MAX_FIXED_TAGS = 5  # one per YuE tag family at most
+# Requests the captioner's dynamic batcher may put in one forward (measured: see README).
+CAPTIONER_MAX_BATCH = 4
 SEED_MIN = 0
 SEED_MAX = 2**31 - 1
 
@@ -55,11 +59,12 @@ TRITON_TO_NUMPY: dict[str, type] = {
     "UINT8": np.uint8,
     "INT32": np.int32,
     "INT64": np.int64,
+    "BOOL": np.bool_,
     "FP32": np.float32,
     "BYTES": np.object_,
 }
 
-# --- tensors -----------------------------------------------------------------------------------
+# --- tensors (shapes of one item; every model batches, so a request adds a leading batch dim) ---
 FRAMES = TensorSpec("FRAMES", "UINT8", (-1, -1, -1, 3))  # [T, H, W, RGB]
 FPS = TensorSpec("FPS", "FP32", (1,))  # rate at which FRAMES were sampled from the video
 CAPTION = TensorSpec("CAPTION", "BYTES", (1,))
@@ -69,6 +74,11 @@ DURATION_S = TensorSpec("DURATION_S", "FP32", (1,))
 SEED = TensorSpec("SEED", "INT64", (1,), optional=True)
 AUDIO = TensorSpec("AUDIO", "FP32", (-1,))  # mono samples in [-1, 1]
 SAMPLE_RATE = TensorSpec("SAMPLE_RATE", "INT32", (1,))
+# Steering the captioner (all optional): vocals and lyrics, a free-text hint, tags to keep.
+VOCALS = TensorSpec("VOCALS", "BOOL", (1,), optional=True)
+HINT = TensorSpec("HINT", "BYTES", (1,), optional=True)
+FIXED_TAGS = TensorSpec("FIXED_TAGS", "BYTES", (-1,), optional=True)  # one YuE tag each
+MUSIC_DURATION_S = TensorSpec("DURATION_S", "FP32", (1,), optional=True)  # lyrics length
 
 
 @dataclass(frozen=True)
@@ -76,20 +86,29 @@ class ModelSpec:
     name: str
     inputs: tuple[TensorSpec, ...]
     outputs: tuple[TensorSpec, ...]
+    max_batch_size: int
 
     def input(self, name: str) -> TensorSpec:
         return next(t for t in self.inputs if t.name == name)
 
 
-CAPTIONER = ModelSpec(CAPTIONER_MODEL, inputs=(FRAMES, FPS), outputs=(CAPTION, TAGS, LYRICS))
-COMPOSER = ModelSpec(
-    COMPOSER_MODEL, inputs=(TAGS, LYRICS, DURATION_S, SEED), outputs=(AUDIO, SAMPLE_RATE)
+CAPTIONER = ModelSpec(
+    CAPTIONER_MODEL,
+    inputs=(FRAMES, FPS, VOCALS, MUSIC_DURATION_S, HINT, FIXED_TAGS),
+    outputs=(CAPTION, TAGS, LYRICS),
+    max_batch_size=CAPTIONER_MAX_BATCH,
 )
-# Ensemble inputs cannot be optional in this server version, so the pipeline takes SEED always.
+COMPOSER = ModelSpec(
+    COMPOSER_MODEL,
+    inputs=(TAGS, LYRICS, DURATION_S, SEED),
+    outputs=(AUDIO, SAMPLE_RATE),
+    max_batch_size=CAPTIONER_MAX_BATCH,  # an ensemble's batch size bounds its steps'
+)
 PIPELINE = ModelSpec(
     PIPELINE_MODEL,
-    inputs=(FRAMES, FPS, DURATION_S, TensorSpec("SEED", "INT64", (1,))),
-    outputs=(CAPTION, TAGS, AUDIO, SAMPLE_RATE),
+    inputs=(FRAMES, FPS, DURATION_S, SEED, VOCALS, HINT, FIXED_TAGS),
+    outputs=(CAPTION, TAGS, LYRICS, AUDIO, SAMPLE_RATE),
+    max_batch_size=CAPTIONER_MAX_BATCH,
 )
 MODELS: dict[str, ModelSpec] = {m.name: m for m in (CAPTIONER, COMPOSER, PIPELINE)}
 
@@ -127,6 +146,11 @@ def check_duration(duration_s: float) -> None:
             f"{DURATION_S.name} must be in [{MIN_DURATION_S}, {MAX_DURATION_S}] seconds, "
             f"got {duration_s}"
         )
+
+
+def check_fixed_tags(tags: list[str]) -> None:
+    if len(tags) > MAX_FIXED_TAGS:
+        raise InvalidInput(f"{FIXED_TAGS.name} holds {len(tags)} tags, more than {MAX_FIXED_TAGS}")
 
 
 def check_seed(seed: int) -> None:

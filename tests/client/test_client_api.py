@@ -21,44 +21,64 @@ FRAMES = np.zeros((3, 182, 322, 3), np.uint8)
 
 
 def _response(**overrides: object) -> dict[str, object]:
+    """A batch-of-one PIPELINE response; overrides give one item (the batch dim is added)."""
     outputs = {
         api.CAPTION.name: np.array([b"A cat chases a laser dot."], dtype=np.object_),
         api.TAGS.name: np.array([b"playful piano upbeat"], dtype=np.object_),
+        api.LYRICS.name: np.array([b""], dtype=np.object_),
         api.AUDIO.name: np.linspace(-1, 1, 44_100, dtype=np.float32),
         api.SAMPLE_RATE.name: np.array([44_100], np.int32),
     }
     outputs.update(overrides)
-    return outputs
+    return {k: None if v is None else np.asarray(v)[None] for k, v in outputs.items()}
 
 
 def test_request_follows_the_interface():
     request = build_request(FRAMES, 1.0, 3.0, 42)
-    assert list(request) == [spec.name for spec in api.PIPELINE.inputs]
+    assert list(request) == ["FRAMES", "FPS", "DURATION_S", "SEED", "VOCALS"]
     for spec in api.PIPELINE.inputs:
+        if spec.name not in request:
+            assert spec.optional
+            continue
         array = request[spec.name]
         assert array.dtype == spec.numpy_dtype and array.flags.c_contiguous
-        assert array.ndim == len(spec.shape)
-        assert all(want in (-1, got) for want, got in zip(spec.shape, array.shape, strict=True))
-    assert request[api.FRAMES.name] is FRAMES or np.array_equal(request[api.FRAMES.name], FRAMES)
-    assert request[api.FPS.name].tolist() == [1.0]
-    assert request[api.DURATION_S.name].tolist() == [3.0]
-    assert request[api.SEED.name].tolist() == [42]
+        assert array.shape[0] == 1 and array.ndim == len(spec.shape) + 1  # a batch of one
+        assert all(want in (-1, got) for want, got in zip(spec.shape, array.shape[1:], strict=True))
+    assert np.array_equal(request[api.FRAMES.name][0], FRAMES)
+    assert request[api.FPS.name].tolist() == [[1.0]]
+    assert request[api.DURATION_S.name].tolist() == [[3.0]]
+    assert request[api.SEED.name].tolist() == [[42]]
+    assert request[api.VOCALS.name].tolist() == [[False]]
+
+
+def test_request_carries_steering():
+    request = build_request(
+        FRAMES, 1.0, 3.0, 42, vocals=True, hint="upbeat, no drums", fixed_tags=("jazz", "piano")
+    )
+    assert request[api.VOCALS.name].tolist() == [[True]]
+    assert request[api.HINT.name].tolist() == [[b"upbeat, no drums"]]
+    assert request[api.FIXED_TAGS.name].tolist() == [[b"jazz", b"piano"]]
+    with pytest.raises(api.InvalidInput, match="FIXED_TAGS"):
+        build_request(FRAMES, 1.0, 3.0, 42, fixed_tags=("pop",) * (api.MAX_FIXED_TAGS + 1))
+    with pytest.raises(api.InvalidInput, match="HINT"):
+        build_request(FRAMES, 1.0, 3.0, 42, hint="x" * (api.MAX_HINT_BYTES + 1))
 
 
 def test_request_from_a_real_video(make_video):
     sampled = sample_frames(make_video("c.mp4", seconds=3, width=322, height=182))
     request = build_request(sampled.frames, sampled.fps, request_duration(sampled.duration_s), 7)
-    assert request[api.FRAMES.name].shape == (3, 182, 322, 3)
+    assert request[api.FRAMES.name].shape == (1, 3, 182, 322, 3)
 
 
 def test_infer_inputs_carry_names_shapes_and_types():
     inputs = infer_inputs(build_request(FRAMES, 1.0, 3.0, 42))
     got = [(i.name(), i.shape(), i.datatype()) for i in inputs]
     assert got == [
-        ("FRAMES", [3, 182, 322, 3], "UINT8"),
-        ("FPS", [1], "FP32"),
-        ("DURATION_S", [1], "FP32"),
-        ("SEED", [1], "INT64"),
+        ("FRAMES", [1, 3, 182, 322, 3], "UINT8"),
+        ("FPS", [1, 1], "FP32"),
+        ("DURATION_S", [1, 1], "FP32"),
+        ("SEED", [1, 1], "INT64"),
+        ("VOCALS", [1, 1], "BOOL"),
     ]
 
 

@@ -111,6 +111,7 @@ def test_success_output(capsys, tmp_path, monkeypatch):
     result = ScoreResult(
         caption="A dog surfs.",
         tags="surf rock upbeat",
+        lyrics="",
         output_path=report.output_path,
         audio_s=3.0,
         sample_rate=44_100,

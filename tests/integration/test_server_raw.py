@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import time
+
 import numpy as np
 import pytest
 import tritonclient.grpc as grpcclient
 from tritonclient.utils import InferenceServerException
 from v2bgm_client import interface as api
 
-from v2bgm.yue.tags import INSTRUMENTAL_FAMILIES, vocabulary
+from v2bgm.yue.tags import FAMILIES, INSTRUMENTAL_FAMILIES, vocabulary
 
 pytestmark = pytest.mark.server
 
@@ -19,9 +21,11 @@ def client(grpc_url: str) -> grpcclient.InferenceServerClient:
 
 
 def tensor(name: str, value: np.ndarray, datatype: str | None = None) -> grpcclient.InferInput:
+    """One item as a request tensor: every model batches, so a batch of one."""
     spec_type = datatype or next(
         t.datatype for m in api.MODELS.values() for t in m.inputs if t.name == name
     )
+    value = value[None]
     t = grpcclient.InferInput(name, list(value.shape), spec_type)
     t.set_data_from_numpy(value)
     return t
@@ -62,9 +66,9 @@ def test_all_models_ready(client):
 
 def test_composer_makes_exactly_the_requested_duration_deterministically(client):
     first = compose(client, 2.5, seed=7)
-    rate = int(first.as_numpy("SAMPLE_RATE")[0])
+    rate = int(first.as_numpy("SAMPLE_RATE")[0, 0])
     audio = first.as_numpy("AUDIO")
-    assert audio.dtype == np.float32 and audio.shape == (round(2.5 * rate),)
+    assert audio.dtype == np.float32 and audio.shape == (1, round(2.5 * rate))
     assert np.abs(audio).max() <= 1.0 and np.abs(audio).max() > 0
     np.testing.assert_array_equal(compose(client, 2.5, seed=7).as_numpy("AUDIO"), audio)
     assert not np.array_equal(compose(client, 2.5, seed=8).as_numpy("AUDIO"), audio)
@@ -75,15 +79,49 @@ def test_captioner_answers_with_valid_yue_tags(client):
         api.CAPTIONER_MODEL,
         [tensor("FRAMES", frames()), tensor("FPS", np.array([1.0], np.float32))],
     )
-    caption = result.as_numpy("CAPTION")[0].decode()
-    tags = result.as_numpy("TAGS")[0].decode()
+    caption = result.as_numpy("CAPTION")[0, 0].decode()
     assert caption.strip()
-    vocab = vocabulary()
-    rest = tags
-    for family in INSTRUMENTAL_FAMILIES:  # tags come in family order; a tag may hold spaces
+    assert split_tags(result.as_numpy("TAGS")[0, 0].decode(), INSTRUMENTAL_FAMILIES)
+    assert result.as_numpy("LYRICS")[0, 0] == b""
+
+
+def split_tags(line: str, families: tuple[str, ...]) -> list[str]:
+    """A tag line -> its tags, one per family in order (a tag may hold spaces); fails if invalid."""
+    vocab, rest, tags = vocabulary(), line, []
+    for family in families:
         match = max((t for t in vocab[family] if rest == t or rest.startswith(t + " ")), key=len)
+        tags.append(match)
         rest = rest[len(match) :].lstrip()
-    assert rest == ""
+    assert rest == "", line
+    return tags
+
+
+def test_captioner_steering_fixed_tags_and_vocals(client):
+    fixed = np.array([b"jazz", b"female"], dtype=np.object_)
+    result = client.infer(
+        api.CAPTIONER_MODEL,
+        [
+            tensor("FRAMES", frames()),
+            tensor("FPS", np.array([1.0], np.float32)),
+            tensor("VOCALS", np.array([True])),
+            tensor("DURATION_S", np.array([45.0], np.float32)),
+            tensor("HINT", np.array([b"upbeat, no drums"], dtype=np.object_)),
+            tensor("FIXED_TAGS", fixed),
+        ],
+    )
+    tags = split_tags(result.as_numpy("TAGS")[0, 0].decode(), FAMILIES)
+    assert tags[0] == "jazz" and tags[3] == "female"
+    lyrics = result.as_numpy("LYRICS")[0, 0].decode()
+    assert [line for line in lyrics.splitlines() if line.startswith("[")] == ["[verse]", "[chorus]"]
+
+
+def test_unknown_tag_is_rejected_with_near_matches(client):
+    inputs = [
+        tensor("FRAMES", frames()),
+        tensor("FPS", np.array([1.0], np.float32)),
+        tensor("FIXED_TAGS", np.array([b"jaz"], dtype=np.object_)),
+    ]
+    assert_invalid(client, api.CAPTIONER_MODEL, inputs, "jaz", "near", "'jazz'")
 
 
 def test_ensemble_chains_captioner_and_composer(client):
@@ -94,10 +132,10 @@ def test_ensemble_chains_captioner_and_composer(client):
         tensor("SEED", np.array([1], np.int64)),
     ]
     result = client.infer(api.PIPELINE_MODEL, inputs)
-    rate = int(result.as_numpy("SAMPLE_RATE")[0])
-    assert result.as_numpy("AUDIO").shape == (round(1.5 * rate),)
-    assert result.as_numpy("TAGS")[0].decode().strip()
-    assert result.as_numpy("CAPTION")[0].decode().strip()
+    rate = int(result.as_numpy("SAMPLE_RATE")[0, 0])
+    assert result.as_numpy("AUDIO").shape == (1, round(1.5 * rate))
+    assert result.as_numpy("TAGS")[0, 0].decode().strip()
+    assert result.as_numpy("CAPTION")[0, 0].decode().strip()
 
 
 def test_wrong_dtype_is_rejected_naming_the_tensor(client):
@@ -165,3 +203,37 @@ def test_invalid_utf8_text_is_rejected(client):
         tensor("DURATION_S", np.array([2.0], np.float32)),
     ]
     assert_invalid(client, api.COMPOSER_MODEL, inputs, "TAGS", "UTF-8")
+
+
+def test_composer_rejects_a_batch_of_two(client):
+    inputs = []
+    for name, value in [
+        ("TAGS", np.array([[b"pop"], [b"rock"]], dtype=np.object_)),
+        ("DURATION_S", np.array([[2.0], [2.0]], np.float32)),
+    ]:
+        t = grpcclient.InferInput(name, list(value.shape), "BYTES" if name == "TAGS" else "FP32")
+        t.set_data_from_numpy(value)
+        inputs.append(t)
+    assert_invalid(client, api.COMPOSER_MODEL, inputs, "one composition per request")
+
+
+def test_captioner_batches_videos_of_different_sizes(client):
+    """Concurrent requests meet in the dynamic batcher; each answer equals its answer alone."""
+    videos = [frames(2, 64, 96), frames(5, 48, 48), frames(3, 80, 120)]
+
+    def request(video):
+        return [tensor("FRAMES", video), tensor("FPS", np.array([1.0], np.float32))]
+
+    alone = [client.infer(api.CAPTIONER_MODEL, request(v)).as_numpy("TAGS")[0, 0] for v in videos]
+    results: list = [None] * len(videos)
+    for i, video in enumerate(videos):
+        client.async_infer(
+            api.CAPTIONER_MODEL,
+            request(video),
+            callback=lambda result, error, i=i: results.__setitem__(i, (result, error)),
+        )
+    deadline = time.monotonic() + 120
+    while any(r is None for r in results) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert all(r is not None and r[1] is None for r in results), results
+    assert [r[0].as_numpy("TAGS")[0, 0] for r in results] == alone

@@ -16,13 +16,20 @@ import triton_python_backend_utils as pb_utils
 from v2bgm_client.interface import InvalidInput, ModelSpec
 
 from v2bgm import checkpoints
+from v2bgm.composer import StageStats
 from v2bgm.devices import triton_device
+from v2bgm.triton import metrics
 
 
 class Handler(Protocol):
     spec: ModelSpec
+    batch_stats: list[dict[str, StageStats]]  # set by `batch`: each request's stage costs
 
-    def __call__(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]: ...
+    def batch(
+        self, requests: list[dict[str, np.ndarray]]
+    ) -> list[dict[str, np.ndarray] | Exception]:
+        """One result or one error per request."""
+        ...
 
 
 class BackendModel:
@@ -31,6 +38,7 @@ class BackendModel:
     def __init__(self, load: Callable[[Path, str], Handler]) -> None:
         self.load = load
         self.handler: Handler | None = None
+        self.metrics: metrics.ModelMetrics | None = None
         self.logger = pb_utils.Logger
 
     def initialize(self, args: dict[str, Any]) -> None:
@@ -39,29 +47,56 @@ class BackendModel:
         device = triton_device(args["model_instance_kind"], int(args["model_instance_device_id"]))
         weights = checkpoints.weights_root(params.get("weights") or None)
         self.logger.log_info(f"{args['model_name']}: loading {weights} on {device}")
+        self.metrics = metrics.ModelMetrics(
+            pb_utils, args["model_name"], args["model_version"], self.logger.log_warn
+        )
         self.handler = self.load(weights, device)
+        self.metrics.ready(True)
 
     def execute(self, requests: list) -> list:
-        return [self._answer(request) for request in requests]
-
-    def _answer(self, request: Any) -> Any:
-        assert self.handler is not None
+        assert self.handler is not None and self.metrics is not None
+        inputs = [self._inputs(request) for request in requests]
+        self.handler.batch_stats = []
+        self.metrics.in_generation(len(requests))
         try:
-            inputs = {}
-            for spec in self.handler.spec.inputs:
-                tensor = pb_utils.get_input_tensor_by_name(request, spec.name)
-                if tensor is not None:
-                    inputs[spec.name] = tensor.as_numpy()
-            outputs = self.handler(inputs)
-            tensors = [pb_utils.Tensor(name, value) for name, value in outputs.items()]
-            return pb_utils.InferenceResponse(output_tensors=tensors)
-        except InvalidInput as exc:
-            return error_response(str(exc), pb_utils.TritonError.INVALID_ARG)
-        except Exception as exc:  # one bad request must not take the model down
-            self.logger.log_error(traceback.format_exc())
-            return error_response(f"internal error: {type(exc).__name__}: {exc}")
+            results = self.handler.batch(inputs)
+        except Exception as exc:  # the whole batch failed: answer each request, stay up
+            results = [exc] * len(requests)
+        finally:
+            self.metrics.in_generation(-len(requests))
+        stages = self.handler.batch_stats
+        if len(stages) != len(results):  # the batch failed before it was done
+            stages = [{}] * len(results)
+        try:  # metrics must never cost a request its answer
+            for request, result, cost in zip(inputs, results, stages, strict=True):
+                self.metrics.answered(metrics.outcome(request, result, cost))
+        except Exception:
+            self.logger.log_warn(f"metrics not recorded: {traceback.format_exc()}")
+        return [self._response(result) for result in results]
+
+    def _inputs(self, request: Any) -> dict[str, np.ndarray]:
+        assert self.handler is not None
+        inputs = {}
+        for spec in self.handler.spec.inputs:
+            tensor = pb_utils.get_input_tensor_by_name(request, spec.name)
+            if tensor is not None:
+                inputs[spec.name] = tensor.as_numpy()
+        return inputs
+
+    def _response(self, result: dict[str, np.ndarray] | Exception) -> Any:
+        if isinstance(result, InvalidInput):
+            return error_response(str(result), pb_utils.TritonError.INVALID_ARG)
+        if isinstance(result, Exception):
+            if result.__traceback__ is not None:
+                self.logger.log_error("".join(traceback.format_exception(result)))
+            return error_response(f"internal error: {type(result).__name__}: {result}")
+        tensors = [pb_utils.Tensor(name, value) for name, value in result.items()]
+        return pb_utils.InferenceResponse(output_tensors=tensors)
 
     def finalize(self) -> None:
+        if self.metrics is not None:
+            self.metrics.ready(False)
+            self.metrics.close()
         self.handler = None
 
 

@@ -1,46 +1,64 @@
 """Request handlers of the served models: numpy tensors in, numpy tensors out.
 
 They hold everything a model does between Triton's tensors and the model code, and know nothing of
-Triton itself, so they are unit-tested without a server.
+Triton itself, so they are unit-tested without a server. Every model batches: a request's tensors
+carry a leading batch dimension, and `batch` answers a list of requests (Triton's dynamic batcher
+hands over several at once), one result or one error each.
 """
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import numpy as np
 from v2bgm_client import interface as api
 
-from v2bgm.composer import Composer, MusicRequest
-from v2bgm.videollama3.captioner import VideoCaptioner
+from v2bgm.composer import Composer, MusicRequest, StageStats
+from v2bgm.triton.metrics import CAPTIONING
+from v2bgm.videollama3.captioner import CaptionRequest, Description, VideoCaptioner
 from v2bgm.yue.composer import YuEComposer
+from v2bgm.yue.tags import UnknownTag
 
 Tensors = dict[str, np.ndarray]
+Result = Tensors | Exception
 
 
-def scalar(inputs: Tensors, spec: api.TensorSpec) -> np.generic | bytes | None:
+def split_rows(inputs: Tensors) -> list[Tensors]:
+    """A request's batched tensors -> one dict per item (batch dimension removed)."""
+    sizes = {value.shape[0] if value.ndim else 0 for value in inputs.values()}
+    if len(sizes) != 1 or 0 in sizes:
+        raise api.InvalidInput(f"inputs must share one batch size >= 1, got {sorted(sizes)}")
+    (size,) = sizes
+    return [{name: value[i] for name, value in inputs.items()} for i in range(size)]
+
+
+def scalar(row: Tensors, spec: api.TensorSpec) -> np.generic | bytes | None:
     """The single element of a [1] tensor, or None when an optional input is absent."""
-    if spec.name not in inputs:
+    if spec.name not in row:
         if spec.optional:
             return None
         raise api.InvalidInput(f"missing input {spec.name}")
-    value = inputs[spec.name]
+    value = row[spec.name]
     if value.size != 1:
         raise api.InvalidInput(f"{spec.name} must hold one element, got shape {list(value.shape)}")
     return value.reshape(-1)[0]
 
 
-def text(inputs: Tensors, spec: api.TensorSpec, limit: int) -> str:
-    value = scalar(inputs, spec)
-    if value is None:
-        return ""
+def decode_text(spec: api.TensorSpec, value: object, limit: int) -> str:
     if isinstance(value, str):
         value = value.encode("utf-8")
     return api.check_text(spec, bytes(value), limit)
 
 
-def bytes_tensor(value: str) -> np.ndarray:
-    return np.array([value.encode("utf-8")], dtype=np.object_)
+def text(row: Tensors, spec: api.TensorSpec, limit: int) -> str:
+    value = scalar(row, spec)
+    return "" if value is None else decode_text(spec, value, limit)
+
+
+def bytes_column(values: list[str]) -> np.ndarray:
+    """Strings -> a BYTES tensor [B, 1]."""
+    return np.array([[v.encode("utf-8")] for v in values], dtype=np.object_)
 
 
 class CaptionerHandler:
@@ -53,16 +71,64 @@ class CaptionerHandler:
     def load(cls, weights: Path, device: str) -> CaptionerHandler:
         return cls(VideoCaptioner.from_pretrained(weights, device))
 
-    def __call__(self, inputs: Tensors) -> Tensors:
-        frames = inputs[api.FRAMES.name]
+    def batch(self, requests: list[Tensors]) -> list[Result]:
+        """All valid requests' videos in one forward; a bad request fails alone."""
+        parsed: list[list[CaptionRequest] | Exception] = []
+        for inputs in requests:
+            try:
+                parsed.append([self.parse(row) for row in split_rows(inputs)])
+            except (api.InvalidInput, UnknownTag) as exc:
+                parsed.append(api.InvalidInput(str(exc)))
+        items = [r for p in parsed if isinstance(p, list) for r in p]
+        clock = time.perf_counter()
+        descriptions = iter(self.captioner.describe_batch(items) if items else [])
+        seconds = time.perf_counter() - clock  # each request of the batch waited that long
+        results: list[Result] = []
+        self.batch_stats: list[dict[str, StageStats]] = []  # per request, for metrics
+        for p in parsed:
+            if isinstance(p, Exception):
+                results.append(p)
+                self.batch_stats.append({})
+            else:
+                done = [next(descriptions) for _ in p]
+                results.append(self.outputs(done))
+                tokens = sum(d.tokens for d in done)
+                self.batch_stats.append({CAPTIONING: StageStats(seconds, tokens)})
+        return results
+
+    @staticmethod
+    def parse(row: Tensors) -> CaptionRequest:
+        frames = row.get(api.FRAMES.name)
+        if frames is None:
+            raise api.InvalidInput(f"missing input {api.FRAMES.name}")
         api.check_frames(frames)
-        fps = float(scalar(inputs, api.FPS))
+        fps = float(scalar(row, api.FPS))
         api.check_fps(fps)
-        description = self.captioner.describe(frames, fps)
+        duration = scalar(row, api.MUSIC_DURATION_S)
+        if duration is not None:
+            api.check_duration(float(duration))
+        fixed = []
+        if api.FIXED_TAGS.name in row:
+            values = row[api.FIXED_TAGS.name].reshape(-1)
+            fixed = [decode_text(api.FIXED_TAGS, v, api.MAX_TAGS_BYTES) for v in values]
+            fixed = [tag for tag in fixed if tag.strip()]  # empty strings pad ragged rows
+            api.check_fixed_tags(fixed)
+        vocals = scalar(row, api.VOCALS)
+        options = {
+            "vocals": bool(vocals) if vocals is not None else False,
+            "hint": " ".join(text(row, api.HINT, api.MAX_HINT_BYTES).split()),
+            "fixed_tags": tuple(fixed),
+        }
+        if duration is not None:
+            options["duration_s"] = float(duration)
+        return CaptionRequest(frames, fps, **options)  # UnknownTag names near matches
+
+    @staticmethod
+    def outputs(descriptions: list[Description]) -> Tensors:
         return {
-            api.CAPTION.name: bytes_tensor(description.caption),
-            api.TAGS.name: bytes_tensor(description.tag_line),
-            api.LYRICS.name: bytes_tensor(description.lyrics),
+            api.CAPTION.name: bytes_column([d.caption for d in descriptions]),
+            api.TAGS.name: bytes_column([d.tag_line for d in descriptions]),
+            api.LYRICS.name: bytes_column([d.lyrics for d in descriptions]),
         }
 
 
@@ -71,28 +137,44 @@ class ComposerHandler:
 
     def __init__(self, composer: Composer) -> None:
         self.composer = composer
+        self.last_stats: dict[str, StageStats] = {}  # of the last composition, for metrics
 
     @classmethod
     def load(cls, weights: Path, device: str) -> ComposerHandler:
         return cls(YuEComposer.from_pretrained(weights, device))
 
+    def batch(self, requests: list[Tensors]) -> list[Result]:
+        results: list[Result] = []
+        self.batch_stats: list[dict[str, StageStats]] = []  # per request, for metrics
+        for inputs in requests:
+            self.last_stats = {}
+            try:
+                results.append(self(inputs))
+            except Exception as exc:  # answered as an error of this request alone
+                results.append(exc)
+            self.batch_stats.append(self.last_stats)
+        return results
+
     def __call__(self, inputs: Tensors) -> Tensors:
-        request = self.parse(inputs)
-        music = self.composer.compose(request)
+        rows = split_rows(inputs)
+        if len(rows) != 1:
+            raise api.InvalidInput(f"one composition per request, got a batch of {len(rows)}")
+        music = self.composer.compose(self.parse(rows[0]))
+        self.last_stats = music.stats
         return {
-            api.AUDIO.name: music.audio.astype(np.float32),
-            api.SAMPLE_RATE.name: np.array([music.sample_rate], dtype=np.int32),
+            api.AUDIO.name: music.audio.astype(np.float32)[None],
+            api.SAMPLE_RATE.name: np.array([[music.sample_rate]], dtype=np.int32),
         }
 
     @staticmethod
-    def parse(inputs: Tensors) -> MusicRequest:
-        tags = text(inputs, api.TAGS, api.MAX_TAGS_BYTES).strip()
+    def parse(row: Tensors) -> MusicRequest:
+        tags = text(row, api.TAGS, api.MAX_TAGS_BYTES).strip()
         if not tags:
             raise api.InvalidInput(f"{api.TAGS.name} is empty")
-        lyrics = text(inputs, api.LYRICS, api.MAX_LYRICS_BYTES)
-        duration = float(scalar(inputs, api.DURATION_S))
+        lyrics = text(row, api.LYRICS, api.MAX_LYRICS_BYTES)
+        duration = float(scalar(row, api.DURATION_S))
         api.check_duration(duration)
-        seed_value = scalar(inputs, api.SEED)
+        seed_value = scalar(row, api.SEED)
         seed = 0 if seed_value is None else int(seed_value)
         api.check_seed(seed)
         return MusicRequest(tags=tags, lyrics=lyrics, duration_s=duration, seed=seed)

@@ -24,38 +24,50 @@ CPU_CONFIG_NAME = "cpu"
 class PythonModel:
     spec: api.ModelSpec
     instances: int = 1
+    batch_delay_us: int | None = None  # dynamic batching: how long to wait to fill a batch
 
 
-PYTHON_MODELS = (PythonModel(api.CAPTIONER), PythonModel(api.COMPOSER))
+# The captioner batches videos of different sizes (ragged inputs: the Python backend gets each
+# request on its own and pads them itself); the composer takes one request at a time.
+PYTHON_MODELS = (PythonModel(api.CAPTIONER, batch_delay_us=20_000), PythonModel(api.COMPOSER))
 
 # The ensemble's wiring: (model, {model input: ensemble tensor}, {model output: ensemble tensor}).
 PIPELINE_STEPS = (
-    (api.CAPTIONER, {"FRAMES": "FRAMES", "FPS": "FPS"},
-     {"CAPTION": "CAPTION", "TAGS": "TAGS", "LYRICS": "lyrics"}),
-    (api.COMPOSER, {"TAGS": "TAGS", "LYRICS": "lyrics", "DURATION_S": "DURATION_S", "SEED": "SEED"},
+    (api.CAPTIONER, {"FRAMES": "FRAMES", "FPS": "FPS", "VOCALS": "VOCALS",
+                     "DURATION_S": "DURATION_S", "HINT": "HINT", "FIXED_TAGS": "FIXED_TAGS"},
+     {"CAPTION": "CAPTION", "TAGS": "TAGS", "LYRICS": "LYRICS"}),
+    (api.COMPOSER, {"TAGS": "TAGS", "LYRICS": "LYRICS", "DURATION_S": "DURATION_S", "SEED": "SEED"},
      {"AUDIO": "AUDIO", "SAMPLE_RATE": "SAMPLE_RATE"}),
 )  # fmt: skip
 
 
-def _tensor(spec: api.TensorSpec, is_input: bool) -> str:
+def _tensor(spec: api.TensorSpec, is_input: bool, ragged: bool = False) -> str:
     dims = ", ".join(str(d) for d in spec.shape)
     optional = "\n    optional: true" if is_input and spec.optional else ""
+    if ragged and -1 in spec.shape:
+        optional += "\n    allow_ragged_batch: true"
     return (
         f'  {{\n    name: "{spec.name}"\n    data_type: {spec.config_type}\n    dims: [ {dims} ]'
         f"{optional}\n  }}"
     )
 
 
-def _io(spec: api.ModelSpec) -> str:
-    inputs = ",\n".join(_tensor(t, True) for t in spec.inputs)
+def _io(spec: api.ModelSpec, ragged: bool = False) -> str:
+    inputs = ",\n".join(_tensor(t, True, ragged) for t in spec.inputs)
     outputs = ",\n".join(_tensor(t, False) for t in spec.outputs)
     return f"input [\n{inputs}\n]\noutput [\n{outputs}\n]\n"
 
 
 def python_model_config(model: PythonModel, kind: str) -> str:
+    batching = model.batch_delay_us is not None
+    dynamic = (
+        f"dynamic_batching {{\n  max_queue_delay_microseconds: {model.batch_delay_us}\n}}\n"
+        if batching
+        else ""
+    )
     return (
-        f'{GENERATED}name: "{model.spec.name}"\nbackend: "python"\nmax_batch_size: 0\n'
-        f"{_io(model.spec)}"
+        f'{GENERATED}name: "{model.spec.name}"\nbackend: "python"\n'
+        f"max_batch_size: {model.spec.max_batch_size}\n{_io(model.spec, ragged=batching)}{dynamic}"
         f"instance_group [\n  {{\n    count: {model.instances}\n    kind: {kind}\n  }}\n]\n"
     )
 
@@ -70,8 +82,8 @@ def pipeline_config() -> str:
             f'    {{\n      model_name: "{model.name}"\n      model_version: -1\n{maps}    }}'
         )
     return (
-        f'{GENERATED}name: "{api.PIPELINE.name}"\nplatform: "ensemble"\nmax_batch_size: 0\n'
-        f"{_io(api.PIPELINE)}"
+        f'{GENERATED}name: "{api.PIPELINE.name}"\nplatform: "ensemble"\n'
+        f"max_batch_size: {api.PIPELINE.max_batch_size}\n{_io(api.PIPELINE)}"
         "ensemble_scheduling {\n  step [\n" + ",\n".join(steps) + "\n  ]\n}\n"
     )
 

@@ -1,4 +1,9 @@
-"""VideoLLaMA3 watches sampled frames and writes a caption and YuE tags, in one generation."""
+"""VideoLLaMA3 watches sampled frames and writes a caption, YuE tags and lyrics, in one generation.
+
+Several videos can go through one `generate` call (Triton's dynamic batcher hands the Python
+backend several requests at once): their prompts are left-padded to one length and each row
+follows its own grammar.
+"""
 
 from __future__ import annotations
 
@@ -13,15 +18,33 @@ from transformers.video_utils import VideoMetadata
 from v2bgm import checkpoints
 from v2bgm.devices import model_dtype
 from v2bgm.videollama3 import prompt
-from v2bgm.videollama3.constrained import AnswerGrammar, GrammarLogitsProcessor
-from v2bgm.yue.tags import families_for, vocabulary
+from v2bgm.videollama3.constrained import CAPTION, LYRICS, GrammarLogitsProcessor, GrammarParts
+from v2bgm.yue.tags import families_for, resolve, vocabulary
+
+
+@dataclass(frozen=True)
+class CaptionRequest:
+    frames: np.ndarray  # uint8 [T, H, W, 3], sampled uniformly at `fps` from the video's start
+    fps: float
+    vocals: bool = False
+    duration_s: float = prompt.DEFAULT_DURATION_S  # how much lyrics to write
+    hint: str = ""  # free-text steering, goes into the prompt
+    fixed_tags: tuple[str, ...] = ()  # YuE tags to keep; the model fills the other families
+
+    def __post_init__(self) -> None:
+        self.fixed  # noqa: B018 (raises UnknownTag now, not in the middle of a batch)
+
+    @property
+    def fixed(self) -> dict[str, str]:
+        """The fixed tags by family, in YuE's spelling."""
+        return resolve(list(self.fixed_tags), self.vocals)
 
 
 @dataclass(frozen=True)
 class Description:
     caption: str
     tags: tuple[str, ...]  # in YuE's family order
-    lyrics: str = ""  # empty: instrumental
+    lyrics: str = ""  # YuE's section format; empty: instrumental
     tokens: int = 0  # tokens generated (for metrics)
 
     @property
@@ -33,13 +56,10 @@ class VideoCaptioner:
     def __init__(self, model: VideoLlama3ForConditionalGeneration, processor) -> None:
         self.model = model
         self.processor = processor
-        vocab_size = model.config.text_config.vocab_size
-        self.grammars = {
-            vocals: AnswerGrammar(
-                processor.tokenizer, vocabulary(), families_for(vocals), vocab_size
-            )
-            for vocals in (False, True)
-        }
+        self.processor.tokenizer.padding_side = "left"  # rows end together for generation
+        self.parts = GrammarParts(
+            processor.tokenizer, vocabulary(), model.config.text_config.vocab_size
+        )
 
     @classmethod
     def from_pretrained(cls, root: str | Path, device: str = "cpu") -> VideoCaptioner:
@@ -47,36 +67,58 @@ class VideoCaptioner:
         model = VideoLlama3ForConditionalGeneration.from_pretrained(path, dtype=model_dtype(device))
         return cls(model.to(device).eval(), AutoProcessor.from_pretrained(path))
 
+    def describe(self, frames: np.ndarray, fps: float, **options) -> Description:
+        return self.describe_batch([CaptionRequest(frames, fps, **options)])[0]
+
     @torch.inference_mode()
-    def describe(self, frames: np.ndarray, fps: float, vocals: bool = False) -> Description:
-        """frames: uint8 [T, H, W, 3], sampled uniformly at `fps` from the start of the video."""
-        n = len(frames)
-        text = self.processor.apply_chat_template(
-            prompt.messages(vocals), add_generation_prompt=True, tokenize=False
-        )
-        # True timestamps: frame i of the request was taken at i / fps seconds.
-        metadata = VideoMetadata(total_num_frames=n, fps=fps, frames_indices=list(range(n)))
+    def describe_batch(self, requests: list[CaptionRequest]) -> list[Description]:
+        texts, videos, metadata, grammars = [], [], [], []
+        for r in requests:
+            fixed_tags = tuple(r.fixed.values())
+            chat = prompt.messages(r.vocals, r.duration_s, r.hint, fixed_tags)
+            texts.append(
+                self.processor.apply_chat_template(chat, add_generation_prompt=True, tokenize=False)
+            )
+            videos.append(r.frames)
+            # True timestamps: frame i of the request was taken at i / fps seconds.
+            n = len(r.frames)
+            metadata.append(
+                VideoMetadata(total_num_frames=n, fps=r.fps, frames_indices=list(range(n)))
+            )
+            sections = prompt.section_labels(r.duration_s) if r.vocals else []
+            grammars.append(self.parts.grammar(families_for(r.vocals), r.fixed, sections))
         inputs = self.processor(
-            text=[text], videos=[frames], video_metadata=[metadata], return_tensors="pt"
+            text=texts, videos=videos, video_metadata=metadata, padding=True, return_tensors="pt"
         )
         inputs.pop("video_metadata", None)
         inputs = inputs.to(self.model.device)
         if "pixel_values_videos" in inputs:
             inputs["pixel_values_videos"] = inputs["pixel_values_videos"].to(self.model.dtype)
-        grammar = self.grammars[vocals]
         prompt_length = inputs["input_ids"].shape[1]
         output = self.model.generate(
             **inputs,
             do_sample=False,
-            max_new_tokens=grammar.max_tokens,
-            logits_processor=[GrammarLogitsProcessor(grammar, prompt_length)],
-            eos_token_id=grammar.eos,
-            pad_token_id=grammar.eos,
+            max_new_tokens=max(g.max_tokens for g in grammars),
+            logits_processor=[GrammarLogitsProcessor(grammars, prompt_length)],
+            eos_token_id=self.parts.eos,
+            pad_token_id=self.parts.eos,
         )
-        answer, _ = grammar.walk(output[0, prompt_length:].tolist())
+        return [
+            self._read(grammar, row[prompt_length:].tolist(), r)
+            for grammar, row, r in zip(grammars, output, requests, strict=True)
+        ]
+
+    def _read(self, grammar, generated: list[int], request: CaptionRequest) -> Description:
+        answer, _ = grammar.walk(generated)
         if not answer.done:
             raise RuntimeError("the captioner stopped before its answer was complete")
-        caption = self.processor.tokenizer.decode(answer.caption_ids).strip()
-        tags = tuple(answer.tags[f] for f in families_for(vocals))
-        generated = output.shape[1] - prompt_length
-        return Description(caption=caption, tags=tags, tokens=generated)
+        decode = self.processor.tokenizer.decode
+        tokens = (
+            generated.index(self.parts.eos) + 1 if self.parts.eos in generated else len(generated)
+        )
+        return Description(
+            caption=decode(answer.regions.get(CAPTION, [])).strip(),
+            tags=tuple(answer.tags[f] for f in families_for(request.vocals)),
+            lyrics=decode(answer.regions.get(LYRICS, [])).strip() if request.vocals else "",
+            tokens=tokens,
+        )

@@ -1,8 +1,10 @@
-"""Constrained decoding of the captioner's answer: a free caption line, then one YuE tag per family.
+"""Constrained decoding of the captioner's answer (its format: `prompt.py`).
 
-The answer is a fixed sequence of segments (forced literals, one bounded free-text line, choices
-from a tag list). `AnswerGrammar.walk` replays the tokens generated so far and says which tokens
-may come next, so any model, even one with random weights, writes an answer that parses.
+An answer is a fixed sequence of segments: forced literals, bounded free-text lines, and choices
+from a tag list. `AnswerGrammar.walk` replays the tokens generated so far and says which tokens may
+come next, so any model, even one with random weights, writes an answer that parses. The costly
+parts (the tag tries, the mask of printable tokens) are built once in `GrammarParts`; a grammar
+for one request (its families, fixed tags, lyrics sections) is assembled from them cheaply.
 """
 
 from __future__ import annotations
@@ -12,26 +14,31 @@ from dataclasses import dataclass, field
 import torch
 from transformers import LogitsProcessor, PreTrainedTokenizerBase
 
-from v2bgm.videollama3.prompt import CAPTION_FIELD, MAX_CAPTION_TOKENS, field_label
+from v2bgm.videollama3 import prompt
+
+CAPTION = "caption"
+LYRICS = "lyrics"
 
 
 @dataclass(frozen=True)
 class Literal:
     ids: tuple[int, ...]
+    region: str | None = None  # answer text this segment belongs to
 
 
 @dataclass(frozen=True)
 class FreeLine:
+    """1..max_tokens printable tokens, then a newline."""
+
     max_tokens: int
+    region: str
 
 
 @dataclass
 class Choice:
     family: str
     options: dict[tuple[int, ...], str]  # token ids -> tag
-    prefixes: dict[tuple[int, ...], set[int]] = field(
-        default_factory=dict
-    )  # trie as prefix -> next
+    prefixes: dict[tuple[int, ...], set[int]] = field(default_factory=dict)  # trie: prefix -> next
 
     def __post_init__(self) -> None:
         for ids in self.options:
@@ -44,83 +51,112 @@ Segment = Literal | FreeLine | Choice
 
 @dataclass
 class Answer:
-    caption_ids: list[int] = field(default_factory=list)
+    regions: dict[str, list[int]] = field(default_factory=dict)  # region -> its tokens
     tags: dict[str, str] = field(default_factory=dict)  # family -> tag
     done: bool = False
 
 
 @dataclass
-class _State:
-    allowed: set[int] | None  # None: the free caption line
+class State:
+    allowed: set[int] | None  # None: inside a free line
     free_count: int = 0
+    free_max: int = 0
 
 
-class AnswerGrammar:
+class GrammarParts:
+    """What every grammar of one tokenizer and tag vocabulary shares."""
+
     def __init__(
         self,
         tokenizer: PreTrainedTokenizerBase,
         vocabulary: dict[str, tuple[str, ...]],
-        families: tuple[str, ...],
         vocab_size: int,
     ) -> None:
-        def encode(text: str) -> tuple[int, ...]:
-            return tuple(tokenizer.encode(text, add_special_tokens=False))
-
-        newline = encode("\n")
+        self.tokenizer = tokenizer
+        newline = self.encode("\n")
         if len(newline) != 1:
             raise ValueError("the captioner's tokenizer must encode a newline as one token")
         self.newline = newline[0]
         self.eos = int(tokenizer.convert_tokens_to_ids(tokenizer.eos_token))
-        self.segments: list[Segment] = [
-            Literal(encode(CAPTION_FIELD)),
-            FreeLine(MAX_CAPTION_TOKENS),
-        ]
-        for family in families:
-            options = {encode(" " + tag): tag for tag in vocabulary[family]}
-            self.segments += [Literal(encode(field_label(family))), Choice(family, options)]
-            self.segments.append(Literal((self.newline,)))
-        self.segments[-1] = Literal((self.eos,))  # the last tag ends the answer
-        self.max_tokens = sum(self._longest(s) for s in self.segments)
-        self.free_mask = self._free_line_mask(tokenizer, vocab_size)
+        self.choices = {
+            family: Choice(family, {self.encode(" " + tag): tag for tag in tags})
+            for family, tags in vocabulary.items()
+        }
+        self.free_mask = self._printable_mask(vocab_size)
 
-    def _longest(self, segment: Segment) -> int:
-        if isinstance(segment, Literal):
-            return len(segment.ids)
-        if isinstance(segment, FreeLine):
-            return segment.max_tokens + 1
-        return max(len(ids) for ids in segment.options)
+    def encode(self, text: str) -> tuple[int, ...]:
+        return tuple(self.tokenizer.encode(text, add_special_tokens=False))
 
-    def _free_line_mask(self, tokenizer: PreTrainedTokenizerBase, vocab_size: int) -> torch.Tensor:
-        """Additive mask for caption tokens: printable text only (no line break, no special)."""
+    def _printable_mask(self, vocab_size: int) -> torch.Tensor:
+        """Additive mask for free text: printable tokens only (no line break, no special)."""
         mask = torch.full((vocab_size,), float("-inf"))
-        texts = tokenizer.batch_decode([[i] for i in range(len(tokenizer))])
-        special = set(tokenizer.all_special_ids) | set(tokenizer.added_tokens_decoder)
+        texts = self.tokenizer.batch_decode([[i] for i in range(len(self.tokenizer))])
+        special = set(self.tokenizer.all_special_ids) | set(self.tokenizer.added_tokens_decoder)
         for i, text in enumerate(texts):
             if i < vocab_size and i not in special and text.isprintable():
                 mask[i] = 0.0
         return mask
 
-    def walk(self, generated: list[int]) -> tuple[Answer, _State]:
+    def grammar(
+        self, families: tuple[str, ...], fixed: dict[str, str], sections: list[str]
+    ) -> AnswerGrammar:
+        """Caption, one tag per family (a fixed tag is forced), then lyrics `sections` if any."""
+        nl = (self.newline,)
+        segments: list[Segment] = [
+            Literal(self.encode(prompt.CAPTION_FIELD)),
+            FreeLine(prompt.MAX_CAPTION_TOKENS, CAPTION),
+            Literal(nl),
+        ]
+        for family in families:
+            choice = self.choices[family]
+            if family in fixed:
+                tag = fixed[family]
+                choice = Choice(family, {ids: t for ids, t in choice.options.items() if t == tag})
+            segments += [Literal(self.encode(prompt.field_label(family))), choice, Literal(nl)]
+        if sections:
+            segments.append(Literal(self.encode(prompt.LYRICS_FIELD) + nl))
+            for index, label in enumerate(sections):
+                opening = (nl if index else ()) + self.encode(f"[{label}]") + nl
+                segments.append(Literal(opening, LYRICS))
+                for _ in range(prompt.LYRIC_LINES):
+                    segments += [FreeLine(prompt.MAX_LINE_TOKENS, LYRICS), Literal(nl, LYRICS)]
+        segments.append(Literal((self.eos,)))
+        return AnswerGrammar(self, segments)
+
+
+class AnswerGrammar:
+    def __init__(self, parts: GrammarParts, segments: list[Segment]) -> None:
+        self.parts = parts
+        self.segments = segments
+        self.max_tokens = sum(self._longest(s) for s in segments)
+
+    @staticmethod
+    def _longest(segment: Segment) -> int:
+        if isinstance(segment, Literal):
+            return len(segment.ids)
+        if isinstance(segment, FreeLine):
+            return segment.max_tokens
+        return max(len(ids) for ids in segment.options)
+
+    def walk(self, generated: list[int]) -> tuple[Answer, State]:
         """Replay `generated`; return what it says so far and what may come next."""
         answer = Answer()
         pos = 0
-        for segment in self.segments:
+        for index, segment in enumerate(self.segments):
             if isinstance(segment, Literal):
                 for expected in segment.ids:
                     if pos == len(generated):
-                        return answer, _State({expected})
+                        return answer, State({expected})
+                    self._keep(answer, segment.region, generated[pos])
                     pos += 1  # the processor forced it
             elif isinstance(segment, FreeLine):
                 count = 0
-                while True:
-                    if pos == len(generated):
-                        return answer, _State(None, count)
-                    token = generated[pos]
-                    pos += 1
-                    if token == self.newline:
-                        break
-                    answer.caption_ids.append(token)
-                    count += 1
+                # A free line ends where the newline literal that follows it starts.
+                while pos < len(generated) and generated[pos] != self.parts.newline:
+                    self._keep(answer, segment.region, generated[pos])
+                    pos, count = pos + 1, count + 1
+                if pos == len(generated):
+                    return answer, State(None, count, segment.max_tokens)
             else:
                 prefix: tuple[int, ...] = ()
                 while True:
@@ -129,8 +165,8 @@ class AnswerGrammar:
                     if pos == len(generated):
                         nxt = set(following)
                         if complete:
-                            nxt.add(self._first_of_next(segment))
-                        return answer, _State(nxt)
+                            nxt.add(self._first_id(index + 1))
+                        return answer, State(nxt)
                     token = generated[pos]
                     if complete and token not in following:
                         answer.tags[segment.family] = segment.options[prefix]
@@ -138,34 +174,39 @@ class AnswerGrammar:
                     prefix += (token,)
                     pos += 1
         answer.done = True
-        return answer, _State(set())
+        return answer, State(set())
 
-    def _first_of_next(self, choice: Choice) -> int:
-        nxt = self.segments[self.segments.index(choice) + 1]
-        assert isinstance(nxt, Literal)
-        return nxt.ids[0]
+    @staticmethod
+    def _keep(answer: Answer, region: str | None, token: int) -> None:
+        if region is not None:
+            answer.regions.setdefault(region, []).append(token)
+
+    def _first_id(self, index: int) -> int:
+        segment = self.segments[index]
+        assert isinstance(segment, Literal), "a choice is always followed by a literal"
+        return segment.ids[0]
 
 
 class GrammarLogitsProcessor(LogitsProcessor):
-    """Applies `AnswerGrammar` to every row of a batch (rows share the prompt length)."""
+    """Applies one grammar per row of a batch (rows share the prompt length: left padding)."""
 
-    def __init__(self, grammar: AnswerGrammar, prompt_length: int) -> None:
-        self.grammar = grammar
+    def __init__(self, grammars: list[AnswerGrammar], prompt_length: int) -> None:
+        self.grammars = grammars
         self.prompt_length = prompt_length
 
     def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
         bias = torch.full_like(scores, float("-inf"))
         for row, ids in enumerate(input_ids[:, self.prompt_length :].tolist()):
-            _, state = self.grammar.walk(ids)
+            grammar = self.grammars[row]
+            parts = grammar.parts
+            _, state = grammar.walk(ids)
             if state.allowed is None:
-                bias[row] = self.grammar.free_mask.to(scores.device, scores.dtype)
-                if state.free_count == 0:
-                    continue  # a caption has at least one token
-                if state.free_count >= MAX_CAPTION_TOKENS:
-                    bias[row] = float("-inf")
-                bias[row, self.grammar.newline] = 0.0
+                if state.free_count < state.free_max:
+                    bias[row] = parts.free_mask.to(scores.device, scores.dtype)
+                if state.free_count > 0:  # a free line holds at least one token
+                    bias[row, parts.newline] = 0.0
             elif state.allowed:
                 bias[row, list(state.allowed)] = 0.0
-            else:  # finished rows wait for the others: keep emitting the end token
-                bias[row, self.grammar.eos] = 0.0
+            else:  # a finished row waits for the others: keep emitting the end token
+                bias[row, parts.eos] = 0.0
         return scores + bias
