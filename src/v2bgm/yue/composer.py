@@ -1,4 +1,11 @@
-"""YuE v1 as a `Composer`: stage 1 -> stage 2 -> X-Codec, music exactly as long as asked."""
+"""YuE v1 as a `Composer`: stage 1 -> stage 2 -> X-Codec + vocoder, exactly as long as asked.
+
+Decoding follows YuE's `infer.py`: each track's codes give 16 kHz audio (X-Codec, clamped to
+±0.99 as the reference saves it) and 44.1 kHz audio (the vocoder, from the same RVQ embeddings);
+the 16 kHz mix gives the low band and the 44.1 kHz mix (clamped to ±0.99) the high band of the
+result (`postprocess.recombine`). Background music is the instrumental track alone; with lyrics
+the vocal track is added.
+"""
 
 from __future__ import annotations
 
@@ -15,19 +22,25 @@ from v2bgm.composer import Music, MusicRequest, Progress, StageStats
 from v2bgm.devices import model_dtype
 from v2bgm.yue import tokens
 from v2bgm.yue.codec import XcodecDecoder
+from v2bgm.yue.postprocess import recombine
 from v2bgm.yue.stage1 import Stage1
 from v2bgm.yue.stage2 import Stage2
 from v2bgm.yue.tokenizer import YuETokenizer
+from v2bgm.yue.vocoder import SAMPLE_RATE, Upsampler
 
 FADE_OUT_S = 0.05  # the cut at the requested length gets a short fade, never a click
+CLAMP = 0.99  # infer.py's save_audio limit
 
 
 class YuEComposer:
-    def __init__(self, stage1: Stage1, stage2: Stage2, codec: XcodecDecoder) -> None:
+    def __init__(
+        self, stage1: Stage1, stage2: Stage2, codec: XcodecDecoder, upsampler: Upsampler
+    ) -> None:
         self.stage1 = stage1
         self.stage2 = stage2
         self.codec = codec
-        self.sample_rate = codec.sample_rate
+        self.upsampler = upsampler
+        self.sample_rate = SAMPLE_RATE
 
     @classmethod
     def from_pretrained(cls, root: str | Path, device: str = "cpu") -> YuEComposer:
@@ -41,6 +54,7 @@ class YuEComposer:
             Stage1(s1.to(device).eval(), tokenizer),
             Stage2(s2.to(device).eval()),
             XcodecDecoder(xcodec.to(device).eval()),
+            Upsampler.from_pretrained(root / checkpoints.YUE_VOCODER, device),
         )
 
     def compose(self, request: MusicRequest, progress: Progress | None = None) -> Music:
@@ -56,23 +70,29 @@ class YuEComposer:
         if not instrumental_only:
             tracks["vocal"] = out1.vocal
         stage2_s = decode_s = 0.0
-        stems = {}
-        n_samples = round(request.duration_s * self.sample_rate)
+        low: dict[str, np.ndarray] = {}  # 16 kHz, per track
+        stems: dict[str, np.ndarray] = {}  # 44.1 kHz, per track
         for name, codes0 in tracks.items():
             t0 = time.perf_counter()
             codes = self.stage2.fill(codes0, progress=progress)
             t1 = time.perf_counter()
-            stems[name] = fit_length(self.codec.decode(codes), n_samples)
+            low[name] = np.clip(self.codec.decode(codes), -CLAMP, CLAMP)
+            stems[name] = self.upsampler(self.codec.embeddings(codes), track=name)[0]
             stage2_s, decode_s = stage2_s + t1 - t0, decode_s + time.perf_counter() - t1
             if progress is not None:
                 progress("decode", len(stems) / len(tracks))
+        t0 = time.perf_counter()
+        high_mix = np.clip(sum(stems.values()), -CLAMP, CLAMP)
+        audio = recombine(sum(low.values()), high_mix)
+        n_samples = round(request.duration_s * self.sample_rate)
+        audio = fade_out(fit_length(audio, n_samples), self.sample_rate)
+        stems = {name: fit_length(stem, n_samples) for name, stem in stems.items()}
         stats = {
             "stage1": StageStats(stage1_s, out1.tokens),
             "stage2": StageStats(stage2_s, len(tracks) * frames * (tokens.STAGE2_CODEBOOKS - 1)),
-            "decode": StageStats(decode_s),
+            "decode": StageStats(decode_s + time.perf_counter() - t0),
         }
-        audio = np.clip(sum(stems.values()), -1.0, 1.0).astype(np.float32)
-        return Music(fade_out(audio, self.sample_rate), self.sample_rate, stems, stats)
+        return Music(audio.astype(np.float32), self.sample_rate, stems, stats)
 
 
 def fit_length(audio: np.ndarray, n_samples: int) -> np.ndarray:
