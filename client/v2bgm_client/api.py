@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from . import interface as api
+from . import metrics
 from .errors import ServerError
 from .mux import MuxReport, check_output_path, mux_audio
 from .video import probe, sample_frames
@@ -192,7 +193,10 @@ def infer(
     except Exception as exc:  # tritonclient raises several types for a malformed URL
         raise ServerError(f"bad server URL {url!r}: {exc}") from None
     try:
-        result = client.infer(api.PIPELINE_MODEL, inputs, outputs=outputs, client_timeout=timeout_s)
+        with metrics.track(api.PIPELINE_MODEL):  # a no-op unless metrics.enable() was called
+            result = client.infer(
+                api.PIPELINE_MODEL, inputs, outputs=outputs, client_timeout=timeout_s
+            )
     except InferenceServerException as exc:
         raise server_error(url, exc.status(), exc.message(), timeout_s) from None
     finally:

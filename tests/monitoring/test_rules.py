@@ -15,7 +15,7 @@ from v2bgm.triton import metrics
 RULES_TEST = Path(__file__).with_name("rules_test.yml")
 # Metric names a PromQL expression reads: ours, Triton's and Prometheus' own `up`.
 RAW_NAME = re.compile(r"\b(v2bgm_[a-z_]+|nv_[a-z_]+|up)\b")
-RECORDED_NAME = re.compile(r"\bv2bgm:[a-z0-9_]+:[a-z0-9_]+\b")
+RECORDED_NAME = re.compile(r"\bv2bgm:[a-z0-9_]+(?::[a-z0-9_]+)?")
 HISTOGRAM_SUFFIXES = ("_bucket", "_sum", "_count")
 
 
