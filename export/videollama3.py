@@ -81,6 +81,10 @@ FULL_VISION = {
 # 64x96 become 56x84 (4x6 merged patches per frame, 24 video tokens).
 TINY_IMAGE_PIXELS = (28 * 28, 28 * 28 * 32)
 TINY_VIDEO_PIXELS = (28 * 28, 28 * 28 * 32)
+# Full size: DAMO-NLP-SG/VideoLLaMA3's budgets as the converter maps them (16..16384 merged
+# tokens), so speed figures see as many visual tokens as the real checkpoint does.
+FULL_IMAGE_PIXELS = (16 * 14**2, 16384 * 14**2)
+FULL_VIDEO_PIXELS = (16 * 28**2, 16384 * 28**2)
 
 
 def videollama3_config(size: Size, tokenizer: PreTrainedTokenizerBase) -> VideoLlama3Config:
@@ -121,8 +125,12 @@ def build_processor(size: Size, tokenizer: PreTrainedTokenizerBase) -> VideoLlam
             size={"shortest_edge": TINY_VIDEO_PIXELS[0], "longest_edge": TINY_VIDEO_PIXELS[1]}
         )
     else:
-        image_processor = VideoLlama3ImageProcessor()
-        video_processor = VideoLlama3VideoProcessor()
+        image_processor = VideoLlama3ImageProcessor(
+            size={"shortest_edge": FULL_IMAGE_PIXELS[0], "longest_edge": FULL_IMAGE_PIXELS[1]}
+        )
+        video_processor = VideoLlama3VideoProcessor(
+            size={"shortest_edge": FULL_VIDEO_PIXELS[0], "longest_edge": FULL_VIDEO_PIXELS[1]}
+        )
     return VideoLlama3Processor(
         image_processor=image_processor,
         tokenizer=tokenizer,

@@ -1,0 +1,1 @@
+"""Benchmark commands for the GPU machine (not timed unit tests): each prints a JSON report."""

@@ -1,0 +1,101 @@
+"""How long VideoLLaMA3 takes to watch a video, at batch 1 and at the dynamic batcher's sizes.
+
+    python -m v2bgm.bench.captioner --weights models/full --device cuda
+
+Frames are what the client sends: 1 per second, 448x252 (a 16:9 video resized), random pixels so
+that token compression keeps every visual token (the worst case). Each configuration is run once
+after a warm-up; the report gives seconds per call, per video, visual tokens and peak memory.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from v2bgm.videollama3.captioner import CaptionRequest, VideoCaptioner
+
+FRAME_SIZE = (252, 448)  # H, W after the client's resize
+DEFAULT_PLAN = {30: (1, 2, 4, 8), 60: (1, 2, 4), 180: (1, 2, 4)}
+
+
+def frames(seconds: int, seed: int) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    return rng.integers(0, 256, (seconds, *FRAME_SIZE, 3), dtype=np.uint8)
+
+
+def sync(device: str) -> None:
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
+
+
+def run(captioner: VideoCaptioner, seconds: int, batch: int, device: str) -> dict:
+    requests = [CaptionRequest(frames(seconds, i), 1.0) for i in range(batch)]
+    if device.startswith("cuda"):
+        torch.cuda.reset_peak_memory_stats()
+    sync(device)
+    start = time.perf_counter()
+    descriptions = captioner.describe_batch(requests)
+    sync(device)
+    elapsed = time.perf_counter() - start
+    report = {
+        "video_s": seconds,
+        "batch": batch,
+        "seconds": round(elapsed, 3),
+        "seconds_per_video": round(elapsed / batch, 3),
+        "generated_tokens": [d.tokens for d in descriptions],
+    }
+    if device.startswith("cuda"):
+        report["peak_gib"] = round(torch.cuda.max_memory_allocated() / 2**30, 1)
+    return report
+
+
+def visual_tokens(captioner: VideoCaptioner, seconds: int) -> int:
+    processor = captioner.processor
+    video = frames(seconds, 0)
+    out = processor.video_processor(videos=[video], return_tensors="pt")
+    grid = out["video_grid_thw"][0]
+    merge = processor.video_processor.merge_size
+    return int(grid.prod()) // (merge * merge)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m v2bgm.bench.captioner")
+    parser.add_argument("--weights", type=Path, default=Path("models/full"))
+    parser.add_argument("--device", default="cuda")
+    parser.add_argument("--out", type=Path, default=None, help="also write the JSON here")
+    args = parser.parse_args(argv)
+    start = time.perf_counter()
+    captioner = VideoCaptioner.from_pretrained(args.weights, args.device)
+    report: dict = {
+        "device": torch.cuda.get_device_name() if args.device.startswith("cuda") else "cpu",
+        "load_s": round(time.perf_counter() - start, 1),
+        "runs": [],
+    }
+    run(captioner, 4, 1, args.device)  # warm-up
+    for seconds, batches in DEFAULT_PLAN.items():
+        report.setdefault("visual_tokens_per_video", {})[seconds] = visual_tokens(
+            captioner, seconds
+        )
+        for batch in batches:
+            try:
+                report["runs"].append(run(captioner, seconds, batch, args.device))
+            except torch.OutOfMemoryError:
+                report["runs"].append(
+                    {"video_s": seconds, "batch": batch, "error": "out of memory"}
+                )
+                torch.cuda.empty_cache()
+            print(json.dumps(report["runs"][-1]), flush=True)
+    text = json.dumps(report, indent=1)
+    print(text)
+    if args.out:
+        args.out.write_text(text)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
