@@ -76,6 +76,10 @@ DURATION_S = TensorSpec("DURATION_S", "FP32", (1,))
 SEED = TensorSpec("SEED", "INT64", (1,), optional=True)
 AUDIO = TensorSpec("AUDIO", "FP32", (-1,))  # mono samples in [-1, 1]
 SAMPLE_RATE = TensorSpec("SAMPLE_RATE", "INT32", (1,))
+# The composer's stems at SAMPLE_RATE: row 0 instrumental, row 1 vocal (silent when instrumental).
+# Sent only to callers that ask for this output.
+STEMS = TensorSpec("STEMS", "FP32", (2, -1))
+STEM_ROWS = ("instrumental", "vocal")
 # Steering the captioner (all optional): vocals and lyrics, a free-text hint, tags to keep.
 VOCALS = TensorSpec("VOCALS", "BOOL", (1,), optional=True)
 HINT = TensorSpec("HINT", "BYTES", (1,), optional=True)
@@ -103,7 +107,7 @@ CAPTIONER = ModelSpec(
 COMPOSER = ModelSpec(
     COMPOSER_MODEL,
     inputs=(TAGS, LYRICS, DURATION_S, SEED),
-    outputs=(AUDIO, SAMPLE_RATE),
+    outputs=(AUDIO, SAMPLE_RATE, STEMS),
     max_batch_size=CAPTIONER_MAX_BATCH,  # an ensemble's batch size bounds its steps'
 )
 PIPELINE = ModelSpec(

@@ -237,3 +237,23 @@ def test_captioner_batches_videos_of_different_sizes(client):
         time.sleep(0.05)
     assert all(r is not None and r[1] is None for r in results), results
     assert [r[0].as_numpy("TAGS")[0, 0] for r in results] == alone
+
+
+def test_composer_stems_on_request(client):
+    def ask(lyrics: str, outputs: list[str]):
+        inputs = [
+            tensor("TAGS", text("pop piano")),
+            tensor("LYRICS", text(lyrics)),
+            tensor("DURATION_S", np.array([1.5], np.float32)),
+        ]
+        requested = [grpcclient.InferRequestedOutput(name) for name in outputs]
+        return client.infer(api.COMPOSER_MODEL, inputs, outputs=requested)
+
+    plain = ask("", ["AUDIO", "SAMPLE_RATE"])
+    assert plain.as_numpy("STEMS") is None  # not asked for, not sent
+    rate = int(plain.as_numpy("SAMPLE_RATE")[0, 0])
+    instrumental = ask("", ["AUDIO", "STEMS"]).as_numpy("STEMS")
+    assert instrumental.shape == (1, 2, round(1.5 * rate))
+    assert np.abs(instrumental[0, 0]).max() > 0 and not instrumental[0, 1].any()
+    sung = ask("[verse]\nla la la\n", ["STEMS"]).as_numpy("STEMS")
+    assert np.abs(sung[0, 1]).max() > 0  # the vocal track

@@ -16,9 +16,10 @@ import triton_python_backend_utils as pb_utils
 from v2bgm_client.interface import InvalidInput, ModelSpec
 
 from v2bgm import checkpoints
-from v2bgm.composer import StageStats
+from v2bgm.composer import Cancelled, Progress, StageStats
 from v2bgm.devices import triton_device
 from v2bgm.triton import metrics
+from v2bgm.triton.progress_channel import request_progress
 
 
 class Handler(Protocol):
@@ -26,9 +27,9 @@ class Handler(Protocol):
     batch_stats: list[dict[str, StageStats]]  # set by `batch`: each request's stage costs
 
     def batch(
-        self, requests: list[dict[str, np.ndarray]]
+        self, requests: list[dict[str, np.ndarray]], progress: list[Progress] | None = None
     ) -> list[dict[str, np.ndarray] | Exception]:
-        """One result or one error per request."""
+        """One result or one error per request; `progress[i]` may raise Cancelled."""
         ...
 
 
@@ -59,7 +60,7 @@ class BackendModel:
         self.handler.batch_stats = []
         self.metrics.in_generation(len(requests))
         try:
-            results = self.handler.batch(inputs)
+            results = self.handler.batch(inputs, [request_progress(r) for r in requests])
         except Exception as exc:  # the whole batch failed: answer each request, stay up
             results = [exc] * len(requests)
         finally:
@@ -72,7 +73,10 @@ class BackendModel:
                 self.metrics.answered(metrics.outcome(request, result, cost))
         except Exception:
             self.logger.log_warn(f"metrics not recorded: {traceback.format_exc()}")
-        return [self._response(result) for result in results]
+        return [
+            self._response(result, request.requested_output_names())
+            for request, result in zip(requests, results, strict=True)
+        ]
 
     def _inputs(self, request: Any) -> dict[str, np.ndarray]:
         assert self.handler is not None
@@ -83,14 +87,18 @@ class BackendModel:
                 inputs[spec.name] = tensor.as_numpy()
         return inputs
 
-    def _response(self, result: dict[str, np.ndarray] | Exception) -> Any:
+    def _response(self, result: dict[str, np.ndarray] | Exception, requested: list[str]) -> Any:
+        """The response; of the outputs, only those the caller asked for cross to the server."""
         if isinstance(result, InvalidInput):
             return error_response(str(result), pb_utils.TritonError.INVALID_ARG)
+        if isinstance(result, Cancelled):  # the caller's choice: nothing to log
+            return error_response(str(result), pb_utils.TritonError.CANCELLED)
         if isinstance(result, Exception):
             if result.__traceback__ is not None:
                 self.logger.log_error("".join(traceback.format_exception(result)))
             return error_response(f"internal error: {type(result).__name__}: {result}")
-        tensors = [pb_utils.Tensor(name, value) for name, value in result.items()]
+        wanted = set(requested) or set(result)
+        tensors = [pb_utils.Tensor(name, value) for name, value in result.items() if name in wanted]
         return pb_utils.InferenceResponse(output_tensors=tensors)
 
     def finalize(self) -> None:

@@ -8,13 +8,15 @@ hands over several at once), one result or one error each.
 
 from __future__ import annotations
 
+import gc
 import time
 from pathlib import Path
 
 import numpy as np
+import torch
 from v2bgm_client import interface as api
 
-from v2bgm.composer import Composer, MusicRequest, StageStats
+from v2bgm.composer import Cancelled, Composer, MusicRequest, Progress, StageStats
 from v2bgm.triton.metrics import CAPTIONING
 from v2bgm.videollama3.captioner import CaptionRequest, Description, VideoCaptioner
 from v2bgm.yue.composer import YuEComposer
@@ -71,8 +73,11 @@ class CaptionerHandler:
     def load(cls, weights: Path, device: str) -> CaptionerHandler:
         return cls(VideoCaptioner.from_pretrained(weights, device))
 
-    def batch(self, requests: list[Tensors]) -> list[Result]:
-        """All valid requests' videos in one forward; a bad request fails alone."""
+    def batch(
+        self, requests: list[Tensors], progress: list[Progress] | None = None
+    ) -> list[Result]:
+        """All valid requests' videos in one forward; a bad request fails alone. (One forward
+        of a few seconds: `progress` is not called, and a cancelled request runs to its end.)"""
         parsed: list[list[CaptionRequest] | Exception] = []
         for inputs in requests:
             try:
@@ -143,27 +148,34 @@ class ComposerHandler:
     def load(cls, weights: Path, device: str) -> ComposerHandler:
         return cls(YuEComposer.from_pretrained(weights, device))
 
-    def batch(self, requests: list[Tensors]) -> list[Result]:
+    def batch(
+        self, requests: list[Tensors], progress: list[Progress] | None = None
+    ) -> list[Result]:
         results: list[Result] = []
         self.batch_stats: list[dict[str, StageStats]] = []  # per request, for metrics
-        for inputs in requests:
+        for i, inputs in enumerate(requests):
             self.last_stats = {}
             try:
-                results.append(self(inputs))
+                results.append(self(inputs, progress[i] if progress else None))
+            except Cancelled as exc:
+                results.append(release_memory(exc))
             except Exception as exc:  # answered as an error of this request alone
                 results.append(exc)
             self.batch_stats.append(self.last_stats)
         return results
 
-    def __call__(self, inputs: Tensors) -> Tensors:
+    def __call__(self, inputs: Tensors, progress: Progress | None = None) -> Tensors:
         rows = split_rows(inputs)
         if len(rows) != 1:
             raise api.InvalidInput(f"one composition per request, got a batch of {len(rows)}")
-        music = self.composer.compose(self.parse(rows[0]))
+        music = self.composer.compose(self.parse(rows[0]), progress)
         self.last_stats = music.stats
+        silence = np.zeros_like(music.audio)
+        stems = np.stack([music.stems.get(name, silence) for name in api.STEM_ROWS])
         return {
             api.AUDIO.name: music.audio.astype(np.float32)[None],
             api.SAMPLE_RATE.name: np.array([[music.sample_rate]], dtype=np.int32),
+            api.STEMS.name: stems.astype(np.float32)[None],
         }
 
     @staticmethod
@@ -178,3 +190,13 @@ class ComposerHandler:
         seed = 0 if seed_value is None else int(seed_value)
         api.check_seed(seed)
         return MusicRequest(tags=tags, lyrics=lyrics, duration_s=duration, seed=seed)
+
+
+def release_memory(exc: Cancelled) -> Cancelled:
+    """Free what a cancelled composition held before the next request starts: its traceback
+    keeps the frames, and so the KV caches, alive; CUDA's cache keeps freed blocks reserved."""
+    exc = exc.with_traceback(None)
+    gc.collect()
+    if torch.cuda.is_initialized():
+        torch.cuda.empty_cache()
+    return exc
