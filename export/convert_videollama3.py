@@ -110,6 +110,7 @@ from transformers import (
     VideoLlama3VideoProcessor,
 )
 
+from export.videollama3_tokenizer import CHAT_TEMPLATE as NATIVE_CHAT_TEMPLATE
 from export.videollama3_tokenizer import IMAGE_PAD, VIDEO_PAD
 
 log = logging.getLogger(__name__)
@@ -182,47 +183,6 @@ VIDEO_MAX_FRAMES = 180
 # Keep caller-sampled frames as given (see the module docstring).
 VIDEO_DO_SAMPLE_FRAMES = False
 
-DAMO_SYSTEM_PROMPT = (
-    "You are VideoLLaMA3 created by Alibaba DAMO Academy, a helpful assistant to help people "
-    "understand images and videos."
-)
-# lkhl/VideoLLaMA3-2B-Image-HF's chat_template.jinja (the checkpoint transformers' docs use), with
-# its newlines written as \n. transformers renders chat templates with trim_blocks and
-# lstrip_blocks, so the block tags add no whitespace.
-NATIVE_CHAT_TEMPLATE = (
-    "{%- set identifier = 'im' %}\n"
-    "{% for message in messages %}\n"
-    "{% if add_system_prompt and loop.first and message['role'] != 'system' %}\n"
-    "{{- '<|im_start|>system\\n" + DAMO_SYSTEM_PROMPT + "<|im_end|>\\n' -}}\n"
-    "{% endif %}\n"
-    "{% if message['role'] == 'stream' %}\n"
-    "{% set identifier = 'stream' %}\n"
-    "{% else %}\n"
-    "{% set identifier = 'im' %}\n"
-    "{% endif %}\n"
-    "{{- '<|' + identifier + '_start|>' + message['role'] + '\\n' -}}\n"
-    "{% if message['content'] is string %}\n"
-    "{{- message['content'] -}}\n"
-    "{% else %}\n"
-    "{% for content in message['content'] %}\n"
-    "{% if content['type'] == 'text' %}\n"
-    "{{- content['text'] -}}\n"
-    "{% elif content['type'] == 'image' %}\n"
-    "{{- '<|image_pad|>' + '\\n' -}}\n"
-    "{% elif content['type'] == 'video' %}\n"
-    "{{- '<|video_pad|>' + '\\n' -}}\n"
-    "{% endif %}\n"
-    "{% endfor %}\n"
-    "{% endif %}\n"
-    "{{- '<|' + identifier + '_end|>' -}}\n"
-    "{% if identifier != 'stream' %}\n"
-    "{{- '\\n' -}}\n"
-    "{% endif %}\n"
-    "{% endfor %}\n"
-    "{% if add_generation_prompt %}\n"
-    "{{- '<|im_start|>assistant\\n' -}}\n"
-    "{% endif %}\n"
-)
 MEDIA_TOKENS = {"image_token": IMAGE_PAD, "video_token": VIDEO_PAD}
 # Written by DAMO's processor into tokenizer_config.json; they would point loaders at remote code.
 REMOTE_CODE_TOKENIZER_FIELDS = ("auto_map", "processor_class")

@@ -38,7 +38,6 @@ from transformers import (
 
 from export.convert_videollama3 import (
     CONFIG_FILE,
-    DAMO_SYSTEM_PROMPT,
     IMAGE_PROCESSOR_FIELDS,
     IMAGE_PROCESSOR_FILE,
     ORIGINAL_IMAGE_TOKEN,
@@ -52,6 +51,7 @@ from export.convert_videollama3 import (
     WEIGHTS_FILE,
     to_original_state_dict,
 )
+from export.videollama3_tokenizer import DAMO_SYSTEM_PROMPT
 
 CHAT_TEMPLATE_FILE = "chat_template.json"
 MEDIA_TOKEN_FIELDS = ("image_token", "video_token")

@@ -35,29 +35,42 @@ DAMO_SYSTEM_PROMPT = (
     "understand images and videos."
 )
 
-# ChatML. Media items become their pad token and a newline (the processor expands a video's pad
-# into per-frame `Time t.ts:` groups); `add_system_prompt=True` prepends DAMO's system message
-# unless the conversation brings its own.
+# lkhl/VideoLLaMA3-2B-Image-HF's chat_template.jinja (the checkpoint transformers' docs use), with
+# its newlines written as \n. transformers renders chat templates with trim_blocks and
+# lstrip_blocks, so the block tags add no whitespace.
 CHAT_TEMPLATE = (
-    "{%- if add_system_prompt is defined and add_system_prompt "
-    "and messages[0]['role'] != 'system' -%}"
-    "{{- '<|im_start|>system\\n" + DAMO_SYSTEM_PROMPT + "<|im_end|>\\n' -}}"
-    "{%- endif -%}"
-    "{%- for message in messages -%}"
-    "{{- '<|im_start|>' + message['role'] + '\\n' -}}"
-    "{%- if message['content'] is string -%}"
-    "{{- message['content'] -}}"
-    "{%- else -%}"
-    "{%- for item in message['content'] -%}"
-    "{%- if item['type'] == 'image' -%}{{- '<|image_pad|>\\n' -}}"
-    "{%- elif item['type'] == 'video' -%}{{- '<|video_pad|>\\n' -}}"
-    "{%- elif item['type'] == 'text' -%}{{- item['text'] -}}"
-    "{%- endif -%}"
-    "{%- endfor -%}"
-    "{%- endif -%}"
-    "{{- '<|im_end|>\\n' -}}"
-    "{%- endfor -%}"
-    "{%- if add_generation_prompt -%}{{- '<|im_start|>assistant\\n' -}}{%- endif -%}"
+    "{%- set identifier = 'im' %}\n"
+    "{% for message in messages %}\n"
+    "{% if add_system_prompt and loop.first and message['role'] != 'system' %}\n"
+    "{{- '<|im_start|>system\\n" + DAMO_SYSTEM_PROMPT + "<|im_end|>\\n' -}}\n"
+    "{% endif %}\n"
+    "{% if message['role'] == 'stream' %}\n"
+    "{% set identifier = 'stream' %}\n"
+    "{% else %}\n"
+    "{% set identifier = 'im' %}\n"
+    "{% endif %}\n"
+    "{{- '<|' + identifier + '_start|>' + message['role'] + '\\n' -}}\n"
+    "{% if message['content'] is string %}\n"
+    "{{- message['content'] -}}\n"
+    "{% else %}\n"
+    "{% for content in message['content'] %}\n"
+    "{% if content['type'] == 'text' %}\n"
+    "{{- content['text'] -}}\n"
+    "{% elif content['type'] == 'image' %}\n"
+    "{{- '<|image_pad|>' + '\\n' -}}\n"
+    "{% elif content['type'] == 'video' %}\n"
+    "{{- '<|video_pad|>' + '\\n' -}}\n"
+    "{% endif %}\n"
+    "{% endfor %}\n"
+    "{% endif %}\n"
+    "{{- '<|' + identifier + '_end|>' -}}\n"
+    "{% if identifier != 'stream' %}\n"
+    "{{- '\\n' -}}\n"
+    "{% endif %}\n"
+    "{% endfor %}\n"
+    "{% if add_generation_prompt %}\n"
+    "{{- '<|im_start|>assistant\\n' -}}\n"
+    "{% endif %}\n"
 )
 
 
