@@ -177,9 +177,9 @@ def context_files(top: str, patterns) -> set[str]:
 
 def test_model_repository_in_the_image_is_complete(patterns) -> None:
     shipped = context_files("model_repository", patterns)
-    configs = {f"model_repository/{relative}": text for relative, text in render().items()}
-    for path, text in configs.items():
-        assert path in shipped and (ROOT / path).read_text() == text, f"{path}: run make configs"
+    # every config the interface renders (tests/unit checks their text), and each adapter
+    for relative in render():
+        assert f"model_repository/{relative}" in shipped, relative
     for model in PYTHON_MODELS:
         assert f"model_repository/{model.spec.name}/1/model.py" in shipped
         assert f"model_repository/{model.spec.name}/configs/{CPU_CONFIG_NAME}.pbtxt" in shipped
