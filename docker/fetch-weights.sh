@@ -44,7 +44,7 @@ full)
   ;;
 hub)
   # The README's "Real weights" steps: YuE's LMs and tokenizer as they are, YuE's X-Codec
-  # converted to XcodecModel, its vocoder files copied.
+  # converted to XcodecModel, its vocoder files copied, VideoLLaMA3 converted to the native layout.
   hf download m-a-p/YuE-s1-7B-anneal-en-cot --local-dir "$dir/yue-s1"
   hf download m-a-p/YuE-s2-1B-general --local-dir "$dir/yue-s2"
   mkdir -p "$dir/yue-tokenizer"
@@ -60,10 +60,14 @@ hub)
   cp "$xcodec_src/decoders/config.yaml" "$xcodec_src/decoders/decoder_131000.pth" \
     "$xcodec_src/decoders/decoder_151000.pth" "$dir/yue-vocoder/"
   rm -rf "$xcodec_src"
-  # Parts with no converter yet (VideoLLaMA3, README): random weights of the real shapes, so
-  # that the server starts; the log says which.
+  videollama3_src="$dir/.videollama3-src"
+  hf download DAMO-NLP-SG/VideoLLaMA3-7B --local-dir "$videollama3_src"
+  (cd "$home" && "$python" -m export.convert_videollama3 --src "$videollama3_src" --out "$dir/videollama3")
+  rm -rf "$videollama3_src"
+  # A part added to export/ later without a hub source here: random weights of the real shapes,
+  # so that the server starts; the log says which.
   read -r -a others < <(cd "$home" && "$python" -c 'from export.parts import PART_NAMES
-print(*(p for p in PART_NAMES if p not in {"yue-s1", "yue-s2", "yue-tokenizer", "xcodec", "yue-vocoder"}))')
+print(*(p for p in PART_NAMES if p not in {"yue-s1", "yue-s2", "yue-tokenizer", "xcodec", "yue-vocoder", "videollama3"}))')
   if [[ ${#others[@]} -gt 0 ]]; then
     only=()
     for part in "${others[@]}"; do only+=(--only "$part"); done

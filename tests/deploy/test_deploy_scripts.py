@@ -38,7 +38,7 @@ while true; do sleep 0.05; done
 # python3/hf stand-ins for the init step: log the call; answer the two `-c` snippets it runs.
 FAKE_PYTHON = """#!/usr/bin/env bash
 echo "python cwd=$PWD args=$*" >> "$FAKE_LOG"
-if [[ $1 == -c && $2 == *PART_NAMES* ]]; then echo "videollama3"; fi
+if [[ $1 == -c && $2 == *PART_NAMES* ]]; then echo "${FAKE_OTHER_PARTS:-}"; fi
 if [[ $1 == -c && $2 == *urlretrieve* ]]; then echo token > "$4"; fi
 exit 0
 """
@@ -209,7 +209,7 @@ def test_fetch_defaults_to_the_weights_env(fakes: dict[str, str]) -> None:
     assert f"--size full --out {fakes['V2BGM_WEIGHTS']} --device " in call
 
 
-def test_fetch_hub_downloads_and_converts_then_fills_the_rest(fakes, tmp_path) -> None:
+def test_fetch_hub_downloads_and_converts(fakes, tmp_path) -> None:
     Path(fakes["V2BGM_HOME"]).mkdir()
     volume = tmp_path / "volume"
     result = fetch(fakes, "hub", str(volume))
@@ -219,19 +219,35 @@ def test_fetch_hub_downloads_and_converts_then_fills_the_rest(fakes, tmp_path) -
     assert hf[0] == f"m-a-p/YuE-s1-7B-anneal-en-cot --local-dir {volume}/yue-s1"
     assert hf[1] == f"m-a-p/YuE-s2-1B-general --local-dir {volume}/yue-s2"
     assert hf[2].startswith("m-a-p/xcodec_mini_infer final_ckpt/ckpt_00360000.pth")
+    assert hf[3] == f"DAMO-NLP-SG/VideoLLaMA3-7B --local-dir {volume}/.videollama3-src"
     assert (volume / "yue-tokenizer" / "tokenizer.model").read_text() == "token\n"
+    home = fakes["V2BGM_HOME"]
     source = volume / ".xcodec_mini_infer"
     assert (
-        f"python cwd={fakes['V2BGM_HOME']} args=-m export.convert_xcodec --out {volume}/xcodec "
+        f"python cwd={home} args=-m export.convert_xcodec --out {volume}/xcodec "
         f"--checkpoint {source}/final_ckpt/ckpt_00360000.pth "
         f"--config {source}/final_ckpt/config.yaml"
     ) in log
+    assert (
+        f"python cwd={home} args=-m export.convert_videollama3 "
+        f"--src {volume}/.videollama3-src --out {volume}/videollama3"
+    ) in log
     vocoder = sorted(p.name for p in (volume / "yue-vocoder").iterdir())
     assert vocoder == ["config.yaml", "decoder_131000.pth", "decoder_151000.pth"]
-    assert not source.exists()  # the download is not left in the volume
-    assert log[-1].endswith(f"-m export --size full --out {volume} --device cpu --only videollama3")
-    assert "RANDOM weights in videollama3" in result.stderr
-    assert (volume / ".v2bgm-hub").exists()
+    assert sorted(p.name for p in volume.iterdir() if p.name.startswith(".")) == [".v2bgm-hub"]
+    assert not any("-m export --size" in line for line in log)  # every part has a source
+    assert "RANDOM" not in result.stderr
+
+
+def test_fetch_hub_fills_parts_without_a_source_with_random_weights(fakes, tmp_path) -> None:
+    Path(fakes["V2BGM_HOME"]).mkdir()
+    volume = tmp_path / "volume"
+    result = fetch({**fakes, "FAKE_OTHER_PARTS": "new-part"}, "hub", str(volume))
+    assert result.returncode == 0, result.stderr
+    assert read_log(fakes)[-1].endswith(
+        f"-m export --size full --out {volume} --device cpu --only new-part"
+    )
+    assert "RANDOM weights in new-part" in result.stderr
 
 
 @pytest.mark.parametrize("args", [[], ["s3"], ["tiny", "a", "b"]])
