@@ -109,7 +109,7 @@ class VideoCaptioner:
         ]
 
     def _read(self, grammar, generated: list[int], request: CaptionRequest) -> Description:
-        answer, _ = grammar.walk(generated)
+        answer, _, _ = grammar.walk(generated)
         if not answer.done:
             raise RuntimeError("the captioner stopped before its answer was complete")
         decode = self.processor.tokenizer.decode

@@ -138,15 +138,24 @@ class AnswerGrammar:
             return segment.max_tokens
         return max(len(ids) for ids in segment.options)
 
-    def walk(self, generated: list[int]) -> tuple[Answer, State]:
-        """Replay `generated`; return what it says so far and what may come next."""
+    def walk(
+        self, generated: list[int], resume: tuple[int, int] = (0, 0)
+    ) -> tuple[Answer, State, tuple[int, int]]:
+        """Replay `generated`; return what it says so far, what may come next, and where the
+        segment in progress starts (segment index, token position).
+
+        Tokens are only ever appended, so a later call may `resume` from that checkpoint: the
+        processor then replays only the segment in progress, not the whole answer. An answer read
+        from a resumed walk holds only what follows the checkpoint.
+        """
         answer = Answer()
-        pos = 0
-        for index, segment in enumerate(self.segments):
+        first, pos = resume
+        for index in range(first, len(self.segments)):
+            segment, checkpoint = self.segments[index], (index, pos)
             if isinstance(segment, Literal):
                 for expected in segment.ids:
                     if pos == len(generated):
-                        return answer, State({expected})
+                        return answer, State({expected}), checkpoint
                     self._keep(answer, segment.region, generated[pos])
                     pos += 1  # the processor forced it
             elif isinstance(segment, FreeLine):
@@ -156,7 +165,7 @@ class AnswerGrammar:
                     self._keep(answer, segment.region, generated[pos])
                     pos, count = pos + 1, count + 1
                 if pos == len(generated):
-                    return answer, State(None, count, segment.max_tokens)
+                    return answer, State(None, count, segment.max_tokens), checkpoint
             else:
                 prefix: tuple[int, ...] = ()
                 while True:
@@ -166,7 +175,7 @@ class AnswerGrammar:
                         nxt = set(following)
                         if complete:
                             nxt.add(self._first_id(index + 1))
-                        return answer, State(nxt)
+                        return answer, State(nxt), checkpoint
                     token = generated[pos]
                     if complete and token not in following:
                         answer.tags[segment.family] = segment.options[prefix]
@@ -174,7 +183,7 @@ class AnswerGrammar:
                     prefix += (token,)
                     pos += 1
         answer.done = True
-        return answer, State(set())
+        return answer, State(set()), (len(self.segments), pos)
 
     @staticmethod
     def _keep(answer: Answer, region: str | None, token: int) -> None:
@@ -193,13 +202,14 @@ class GrammarLogitsProcessor(LogitsProcessor):
     def __init__(self, grammars: list[AnswerGrammar], prompt_length: int) -> None:
         self.grammars = grammars
         self.prompt_length = prompt_length
+        self.checkpoints = [(0, 0)] * len(grammars)  # where each row's walk resumes
 
     def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
         bias = torch.full_like(scores, float("-inf"))
         for row, ids in enumerate(input_ids[:, self.prompt_length :].tolist()):
             grammar = self.grammars[row]
             parts = grammar.parts
-            _, state = grammar.walk(ids)
+            _, state, self.checkpoints[row] = grammar.walk(ids, self.checkpoints[row])
             if state.allowed is None:
                 if state.free_count < state.free_max:
                     bias[row] = parts.free_mask.to(scores.device, scores.dtype)

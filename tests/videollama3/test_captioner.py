@@ -1,0 +1,107 @@
+"""The captioner on tiny random weights: answers always parse, steering holds, true timestamps."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from transformers.video_utils import VideoMetadata
+
+from v2bgm.videollama3 import prompt
+from v2bgm.videollama3.captioner import CaptionRequest, VideoCaptioner
+from v2bgm.yue.tags import FAMILIES, UnknownTag, families_for, resolve, vocabulary
+
+SEEDS = 100
+BATCH = 4
+
+
+@pytest.fixture(scope="module")
+def captioner(weights) -> VideoCaptioner:
+    return VideoCaptioner.from_pretrained(weights)
+
+
+def random_request(seed: int) -> CaptionRequest:
+    """A random video and random steering: the model's answers vary with both."""
+    rng = np.random.default_rng(seed)
+    n, h, w = rng.integers(1, 9), rng.integers(16, 97), rng.integers(16, 97)
+    frames = rng.integers(0, 256, (n, h, w, 3), dtype=np.uint8)
+    vocals = bool(rng.integers(2))
+    families = families_for(vocals)
+    fixed = ()
+    if rng.integers(2):
+        family = families[rng.integers(len(families))]
+        fixed = (str(rng.choice(vocabulary()[family])),)
+    return CaptionRequest(
+        frames,
+        fps=float(rng.choice([0.5, 1.0, 2.0])),
+        vocals=vocals,
+        duration_s=float(rng.integers(5, 61)),  # up to 2 lyrics sections keeps the test short
+        hint=["", "upbeat, no drums", "slow and dark"][rng.integers(3)],
+        fixed_tags=fixed,
+    )
+
+
+def test_every_answer_is_valid_for_100_seeds(captioner):
+    vocab = vocabulary()
+    requests = [random_request(seed) for seed in range(SEEDS)]
+    answers = []
+    for start in range(0, SEEDS, BATCH):
+        answers += captioner.describe_batch(requests[start : start + BATCH])
+    for request, answer in zip(requests, answers, strict=True):
+        families = families_for(request.vocals)
+        assert answer.caption and answer.caption.isprintable() and "\n" not in answer.caption
+        assert len(answer.tags) == len(families)
+        for family, tag in zip(families, answer.tags, strict=True):
+            assert tag in vocab[family], (family, tag)
+        for family, tag in request.fixed.items():
+            assert answer.tags[families.index(family)] == tag
+        if request.vocals:
+            labels = [line for line in answer.lyrics.splitlines() if line.startswith("[")]
+            assert labels == [f"[{s}]" for s in prompt.section_labels(request.duration_s)]
+            sections = answer.lyrics.split("\n\n")
+            assert all(len(s.splitlines()) == 1 + prompt.LYRIC_LINES for s in sections)
+        else:
+            assert answer.lyrics == ""
+
+
+def test_batch_gives_the_answers_of_single_requests(captioner):
+    requests = [random_request(seed) for seed in (3, 4, 5)]
+    assert captioner.describe_batch(requests) == [
+        captioner.describe_batch([r])[0] for r in requests
+    ]
+
+
+@pytest.mark.parametrize(("fps", "stamps"), [(1.0, "0.0 1.0 2.0 3.0"), (0.5, "0.0 2.0 4.0 6.0")])
+def test_prompt_carries_true_timestamps(captioner, fps, stamps):
+    frames = np.random.default_rng(0).integers(0, 256, (4, 64, 96, 3), dtype=np.uint8)
+    processor = captioner.processor
+    text = processor.apply_chat_template(
+        prompt.messages(False, 30.0), add_generation_prompt=True, tokenize=False
+    )
+    meta = VideoMetadata(total_num_frames=4, fps=fps, frames_indices=[0, 1, 2, 3])
+    ids = processor(text=[text], videos=[frames], video_metadata=[meta])["input_ids"][0]
+    expanded = processor.tokenizer.decode(ids)
+    assert [f"Time {t}s:" in expanded for t in stamps.split()] == [True] * 4
+
+
+def test_hint_and_fixed_tags_go_into_the_prompt():
+    user = prompt.messages(True, 70.0, "no drums", ("jazz",))[1]["content"][1]["text"]
+    assert "no drums" in user and "jazz" in user and "3 sections" in user
+
+
+def test_resolve_tags():
+    assert resolve(["JAZZ", " piano "], vocals=False) == {"genre": "jazz", "instrument": "Piano"}
+    assert set(resolve(["female", "airy vocal"], vocals=True)) == {"gender", "timbre"}
+    with pytest.raises(UnknownTag, match="near: 'jazz'"):
+        resolve(["jaz"], vocals=False)
+    with pytest.raises(UnknownTag, match="vocal tag"):
+        resolve(["female"], vocals=False)
+    with pytest.raises(UnknownTag, match="more than one genre"):
+        resolve(["jazz", "blues", "pop", "rock", "folk"], vocals=False)
+
+
+def test_vocabulary_is_clean():
+    vocab = vocabulary()
+    assert tuple(vocab) == FAMILIES
+    for tags in vocab.values():
+        assert all(t == " ".join(t.split()) and t for t in tags)
+        assert len({t.lower() for t in tags}) == len(tags)
