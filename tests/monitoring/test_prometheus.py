@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import math
 import os
+import re
 import time
 import urllib.request
 from collections.abc import Iterator
@@ -259,10 +260,11 @@ def test_queue_and_in_generation(run: Run) -> None:
         queued = run.value("v2bgm:queue_seconds_per_request:rate5m", model=model)
         assert 0 <= queued <= run.client_max_s, model
         assert run.value("v2bgm:pending_requests:sum", model=model) == 0
-        assert run.in_generation_seen.get(model) == 1, run.in_generation_seen
-    # computing for seconds at a time, at 1 s scrapes: Prometheus saw the composer busy
-    busy = run.value("v2bgm:requests_in_generation:avg5m", model=spec.COMPOSER_MODEL)
-    assert 0 < busy < 1
+        assert 0 <= run.value("v2bgm:requests_in_generation:avg5m", model=model) < 1
+    # Polled every 50 ms while a request ran: one request at a time in the composer (composing
+    # takes seconds; captioning can be too short to be seen, so it is only bounded).
+    assert run.in_generation_seen.get(spec.COMPOSER_MODEL) == 1, run.in_generation_seen
+    assert run.in_generation_seen.get(spec.CAPTIONER_MODEL, 0) <= 1, run.in_generation_seen
 
 
 def test_failure_ratio_rule(run: Run) -> None:
@@ -296,12 +298,17 @@ def test_client_metrics_saw_the_same_requests(run: Run) -> None:
     assert get(f"{client_metrics.REQUEST_SECONDS}_sum") >= run.client_max_s
 
 
+def legend(template: str, labels: dict[str, str]) -> str:
+    """A Grafana legend ("{{stage}} p95") filled in with a series' labels."""
+    return re.sub(r"\{\{ *(\w+) *\}\}", lambda m: labels.get(m[1], ""), template)
+
+
 def sample_table(run: Run) -> str:
-    """The recording rules at `run.at`, as a Markdown table (README's rendered sample)."""
-    names = [expr for _, expr in grafana.exprs() if "ALERTS" not in expr]
-    lines = ["| recording rule | labels | value |", "| --- | --- | ---: |"]
-    for expr in dict.fromkeys(names):
-        for s in run.prom.query(expr, run.at):
-            labels = ", ".join(f"{k}={v}" for k, v in sorted(s.labels.items()) if k != "__name__")
-            lines.append(f"| `{expr}` | {labels} | {s.value:.4g} |")
+    """The dashboard's numbers at `run.at`, panel by panel, as a Markdown table (README)."""
+    lines = ["| panel | series | value |", "| --- | --- | ---: |"]
+    for panel in grafana.panels():
+        for target in panel["targets"]:
+            for s in run.prom.query(target["expr"], run.at):
+                name = legend(target["legendFormat"], s.labels)
+                lines.append(f"| {panel['title']} | {name} | {s.value:.4g} |")
     return "\n".join(lines) + "\n"
