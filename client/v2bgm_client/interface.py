@@ -118,6 +118,21 @@ PIPELINE = ModelSpec(
 )
 MODELS: dict[str, ModelSpec] = {m.name: m for m in (CAPTIONER, COMPOSER, PIPELINE)}
 
+# --- the streaming pipeline: a decoupled BLS model, typed events on one gRPC stream ------------
+STREAM_MODEL = "video_to_music_stream"
+MAX_CANDIDATES = 4  # soundtracks per streaming request, composed one after the other
+CANDIDATES = TensorSpec("CANDIDATES", "INT32", (1,), optional=True)  # default 1
+TARGET_DURATION_S = TensorSpec("DURATION_S", "FP32", (1,), optional=True)  # default: T / FPS
+# One JSON event per response (v2bgm_client.events); AUDIO and SAMPLE_RATE ride on "audio" events.
+EVENT = TensorSpec("EVENT", "BYTES", (1,))
+STREAM = ModelSpec(
+    STREAM_MODEL,
+    inputs=(FRAMES, FPS, TARGET_DURATION_S, SEED, VOCALS, HINT, FIXED_TAGS, CANDIDATES),
+    outputs=(EVENT, AUDIO, SAMPLE_RATE),
+    max_batch_size=CAPTIONER_MAX_BATCH,
+)
+MODELS[STREAM.name] = STREAM
+
 
 class InvalidInput(ValueError):
     """A request that breaks the interface; the server answers it with INVALID_ARGUMENT."""
@@ -157,6 +172,11 @@ def check_duration(duration_s: float) -> None:
 def check_fixed_tags(tags: list[str]) -> None:
     if len(tags) > MAX_FIXED_TAGS:
         raise InvalidInput(f"{FIXED_TAGS.name} holds {len(tags)} tags, more than {MAX_FIXED_TAGS}")
+
+
+def check_candidates(candidates: int) -> None:
+    if not 1 <= candidates <= MAX_CANDIDATES:
+        raise InvalidInput(f"{CANDIDATES.name} must be in [1, {MAX_CANDIDATES}], got {candidates}")
 
 
 def check_seed(seed: int) -> None:

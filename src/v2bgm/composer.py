@@ -37,6 +37,10 @@ class Music:
 Progress = Callable[[str, float], None]
 
 
+class Cancelled(Exception):
+    """Raised by a `Progress` callback to stop a composition its caller no longer wants."""
+
+
 class Composer(Protocol):
     sample_rate: int
 

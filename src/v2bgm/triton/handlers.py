@@ -18,6 +18,7 @@ from v2bgm_client import interface as api
 
 from v2bgm.composer import Cancelled, Composer, MusicRequest, Progress, StageStats
 from v2bgm.triton.metrics import CAPTIONING
+from v2bgm.triton.progress_channel import ComposerReport
 from v2bgm.videollama3.captioner import CaptionRequest, Description, VideoCaptioner
 from v2bgm.yue.composer import YuEComposer
 from v2bgm.yue.tags import UnknownTag
@@ -170,6 +171,8 @@ class ComposerHandler:
             raise api.InvalidInput(f"one composition per request, got a batch of {len(rows)}")
         music = self.composer.compose(self.parse(rows[0]), progress)
         self.last_stats = music.stats
+        if isinstance(progress, ComposerReport):  # a streaming caller shows stage timings
+            progress.finished({stage: cost.seconds for stage, cost in music.stats.items()})
         silence = np.zeros_like(music.audio)
         stems = np.stack([music.stems.get(name, silence) for name in api.STEM_ROWS])
         return {

@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 from v2bgm_client import interface as api
 
-from v2bgm.composer import StageStats
+from v2bgm.composer import Cancelled, StageStats
 
 # --- metric names (Prometheus conventions: base units, counters end in _total) -----------------
 STAGE_SECONDS = "v2bgm_stage_duration_seconds"  # histogram {model, version, stage}
@@ -49,7 +49,8 @@ TOKEN_STAGES = (CAPTIONING, STAGE1, STAGE2)  # the stages that generate tokens
 
 INVALID_ARGUMENT = "invalid_argument"  # the caller's fault (Triton answers INVALID_ARGUMENT)
 INTERNAL = "internal"  # ours
-FAILURE_REASONS = (INVALID_ARGUMENT, INTERNAL)
+CANCELLED = "cancelled"  # the caller cancelled or went away (not an error of ours)
+FAILURE_REASONS = (INVALID_ARGUMENT, INTERNAL, CANCELLED)
 
 # From tiny models on a CPU (milliseconds) to a real stage 1 on long videos (many minutes).
 STAGE_BUCKETS_S = (
@@ -100,6 +101,8 @@ def outcome(
     """A request's outcome, from its tensors (by the interface's names) and its stages' costs."""
     if isinstance(result, api.InvalidInput):
         return Outcome(INVALID_ARGUMENT)
+    if isinstance(result, Cancelled):
+        return Outcome(CANCELLED)
     if isinstance(result, Exception):
         return Outcome(INTERNAL)
     frames = inputs.get(api.FRAMES.name)

@@ -88,6 +88,18 @@ def pipeline_config() -> str:
     )
 
 
+def stream_config() -> str:
+    """The streaming BLS model: decoupled (many responses per request), on the CPU whatever the
+    machine (it only waits on the other models), with one instance: its `async execute` serves
+    every stream at once, and the captioner and composer queue the work."""
+    return (
+        f'{GENERATED}name: "{api.STREAM.name}"\nbackend: "python"\n'
+        f"max_batch_size: {api.STREAM.max_batch_size}\n{_io(api.STREAM)}"
+        "model_transaction_policy {\n  decoupled: true\n}\n"
+        "instance_group [\n  {\n    count: 1\n    kind: KIND_CPU\n  }\n]\n"
+    )
+
+
 def render() -> dict[str, str]:
     """Relative path inside model_repository/ -> file text."""
     files = {}
@@ -97,6 +109,7 @@ def render() -> dict[str, str]:
             model, "KIND_CPU"
         )
     files[f"{api.PIPELINE.name}/config.pbtxt"] = pipeline_config()
+    files[f"{api.STREAM.name}/config.pbtxt"] = stream_config()
     return files
 
 

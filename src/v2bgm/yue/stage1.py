@@ -10,10 +10,17 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
-from transformers import LogitsProcessor, LogitsProcessorList, PreTrainedModel
+from transformers import (
+    LogitsProcessor,
+    LogitsProcessorList,
+    PreTrainedModel,
+    StoppingCriteria,
+    StoppingCriteriaList,
+)
 
 from v2bgm.composer import Progress
 from v2bgm.yue import tokens
@@ -71,6 +78,23 @@ class AllowCodebook0(LogitsProcessor):
         return scores + self.mask.to(scores.dtype)
 
 
+class ReportEveryToken(StoppingCriteria):
+    """Reports progress after each generated token, never stops generation itself.
+
+    A segment is up to 30 s of music (minutes of a 7B model on a GPU): reporting only between
+    segments would leave a caller that cancels (the callback raises) waiting that long.
+    """
+
+    def __init__(self, progress: Progress, prompt_len: int, made: int, frames: int) -> None:
+        self.progress = progress
+        self.prompt_len, self.made, self.frames = prompt_len, made, frames
+
+    def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor, **kwargs) -> Any:
+        new_frames = (input_ids.shape[1] - self.prompt_len) // 2  # two tracks per frame
+        self.progress("stage1", min((self.made + new_frames) / self.frames, 1.0))
+        return torch.zeros(input_ids.shape[0], dtype=torch.bool, device=input_ids.device)
+
+
 class Stage1:
     def __init__(
         self,
@@ -124,6 +148,9 @@ class Stage1:
                 header_ids, segments, prompt, s.context_window - want - 1, len(end_ids)
             )
             input_ids = torch.tensor([context], dtype=torch.long, device=device)
+            reporting = StoppingCriteriaList(
+                [] if progress is None else [ReportEveryToken(progress, len(context), made, frames)]
+            )
             output = self.model.generate(
                 input_ids=input_ids,
                 attention_mask=torch.ones_like(input_ids),
@@ -137,6 +164,7 @@ class Stage1:
                 eos_token_id=tokens.EOA,
                 pad_token_id=tokens.EOA,
                 logits_processor=LogitsProcessorList([self.mask]),
+                stopping_criteria=reporting,
                 guidance_scale=s.guidance_first if index == 0 else s.guidance_later,
             )
             new = output[0, input_ids.shape[1] :].tolist()

@@ -9,6 +9,8 @@ exllamav2 port's approach), which gives the same greedy tokens with far fewer op
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numpy as np
 import torch
 from transformers import DynamicCache, PreTrainedModel
@@ -36,19 +38,24 @@ class Stage2:
         pieces: list[np.ndarray] = []
         full = ids0[: n_full * chunk].reshape(n_full, chunk)
         for start in range(0, n_full, self.max_batch):
-            pieces.extend(self._teacher_force(full[start : start + self.max_batch]))
+            rows = full[start : start + self.max_batch]
+            report = _frame_reporter(progress, start * chunk, len(rows), len(codes0))
+            pieces.extend(self._teacher_force(rows, report))
             if progress is not None:
                 progress("stage2", min(start + self.max_batch, n_full) * chunk / len(codes0))
         if len(ids0) > n_full * chunk:  # the leftover frames run as one shorter chunk
-            pieces.extend(self._teacher_force(ids0[None, n_full * chunk :]))
+            report = _frame_reporter(progress, n_full * chunk, 1, len(codes0))
+            pieces.extend(self._teacher_force(ids0[None, n_full * chunk :], report))
         if progress is not None:
             progress("stage2", 1.0)
         ids = np.concatenate(pieces, axis=1)  # [8, T]
         return tokens.repair_codes(tokens.ids_to_codes(ids))
 
     @torch.inference_mode()
-    def _teacher_force(self, cb0_ids: np.ndarray) -> list[np.ndarray]:
-        """cb0 ids [B, F] -> one [8, F] id array per row."""
+    def _teacher_force(
+        self, cb0_ids: np.ndarray, on_frame: Callable[[int], None] | None = None
+    ) -> list[np.ndarray]:
+        """cb0 ids [B, F] -> one [8, F] id array per row; `on_frame(frames_done)` after each."""
         device = self.model.device
         batch, n_frames = cb0_ids.shape
         prompt = torch.as_tensor(tokens.stage2_prompt(cb0_ids), device=device)
@@ -70,4 +77,16 @@ class Stage2:
                 feed = picked[:, None]
             if frame + 1 < n_frames:  # the last pick and the next frame's codebook 0, in one step
                 feed = torch.cat([feed, cb0[:, frame + 1 : frame + 2]], dim=1)
+            if on_frame is not None:
+                on_frame(frame + 1)
         return [row.T for row in out.cpu().numpy()]
+
+
+def _frame_reporter(
+    progress: Progress | None, done_before: int, rows: int, total: int
+) -> Callable[[int], None] | None:
+    """Per-frame progress inside one teacher-forcing batch (`rows` chunks side by side), so a
+    caller that cancels waits for one frame, not for a whole batch of chunks."""
+    if progress is None:
+        return None
+    return lambda frames: progress("stage2", min((done_before + rows * frames) / total, 1.0))

@@ -1,0 +1,237 @@
+"""The streaming pipeline `video_to_music_stream`: a decoupled BLS model that drives the
+captioner and the composer and streams typed events (v2bgm_client.events) on one gRPC stream.
+
+One instance serves every stream at once (`async execute`); the captioner and the composer
+queue the work. Progress leaves the composer through a `ProgressChannel`, and so does
+cancellation: when the client cancels or disconnects, the composer is told at its next token and
+stops (see progress_channel.py for why BLS itself cannot carry either in Triton 2.51).
+
+Imported only inside Triton's Python-backend stub, where `triton_python_backend_utils` exists.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import traceback
+from typing import Any
+
+import numpy as np
+import triton_python_backend_utils as pb_utils
+from v2bgm_client import events
+from v2bgm_client import interface as api
+
+from v2bgm.composer import Cancelled
+from v2bgm.triton import stream_job
+from v2bgm.triton.eta import Eta
+from v2bgm.triton.progress_channel import CHANNEL_PARAMETER, FINISHED_STAGE, ProgressChannel
+
+POLL_S = 0.1  # how often a composing stream forwards progress and checks for cancellation
+CAPTIONING = "captioning"  # the timing key of the captioner's stage
+
+
+class StepFailed(Exception):
+    """A BLS call answered with an error: passed on to the client with its code."""
+
+    def __init__(self, model: str, code: int, message: str) -> None:
+        super().__init__(f"{model}: {message}")
+        self.code = code
+
+
+class Stream:
+    """One request's response sender: events out, cancellation in."""
+
+    def __init__(self, request: Any) -> None:
+        self.sender = request.get_response_sender()
+        self.started = time.monotonic()
+
+    def elapsed_s(self) -> float:
+        return time.monotonic() - self.started
+
+    def cancelled(self) -> bool:
+        return self.sender.is_cancelled()
+
+    def send(self, event: events.Event, final: bool = False) -> None:
+        tensors = [pb_utils.Tensor(api.EVENT.name, np.array([[events.encode(event)]], np.object_))]
+        if isinstance(event, events.Composed) and event.audio is not None:
+            tensors += [
+                pb_utils.Tensor(api.AUDIO.name, event.audio.astype(np.float32)[None]),
+                pb_utils.Tensor(api.SAMPLE_RATE.name, np.array([[event.sample_rate]], np.int32)),
+            ]
+        flags = pb_utils.TRITONSERVER_RESPONSE_COMPLETE_FINAL if final else 0
+        self.sender.send(pb_utils.InferenceResponse(output_tensors=tensors), flags=flags)
+
+    def fail(self, message: str, code: int) -> None:
+        error = pb_utils.TritonError(message, code)
+        self.sender.send(
+            pb_utils.InferenceResponse(output_tensors=[], error=error),
+            flags=pb_utils.TRITONSERVER_RESPONSE_COMPLETE_FINAL,
+        )
+
+
+def _tensor(spec: api.TensorSpec, value: object) -> Any:
+    """One item as a BLS input tensor: a batch of one."""
+    return pb_utils.Tensor(spec.name, np.asarray([value], dtype=spec.numpy_dtype))
+
+
+def _text(tensor: Any) -> str:
+    return bytes(tensor.as_numpy().reshape(-1)[0]).decode("utf-8", errors="replace")
+
+
+class StreamModel:
+    def initialize(self, args: dict[str, Any]) -> None:
+        self.logger = pb_utils.Logger
+        self.eta = Eta()
+
+    async def execute(self, requests: list) -> None:
+        await asyncio.gather(*(self.serve(request) for request in requests))
+
+    def finalize(self) -> None:
+        pass
+
+    async def serve(self, request: Any) -> None:
+        stream = Stream(request)
+        try:
+            await self.run(request, stream)
+        except api.InvalidInput as exc:
+            stream.fail(str(exc), pb_utils.TritonError.INVALID_ARG)
+        except Cancelled as exc:
+            stream.fail(str(exc), pb_utils.TritonError.CANCELLED)
+        except StepFailed as exc:
+            stream.fail(str(exc), exc.code)
+        except Exception as exc:
+            self.logger.log_error(traceback.format_exc())
+            stream.fail(
+                f"internal error: {type(exc).__name__}: {exc}", pb_utils.TritonError.INTERNAL
+            )
+
+    async def run(self, request: Any, stream: Stream) -> None:
+        inputs = {}
+        for spec in api.STREAM.inputs:
+            tensor = pb_utils.get_input_tensor_by_name(request, spec.name)
+            if tensor is not None:
+                inputs[spec.name] = tensor.as_numpy()
+        job = stream_job.parse(inputs)
+        stream.send(events.Started(job.seed, job.candidates, job.duration_s))
+        clock = time.monotonic()
+        caption, tags, lyrics = await self.caption(job)
+        timings = {CAPTIONING: time.monotonic() - clock}
+        if stream.cancelled():  # the captioner cannot be stopped midway; the composer can
+            raise Cancelled("the caller cancelled the request")
+        stream.send(events.Captioned(caption, tags, lyrics, timings[CAPTIONING]))
+        for candidate in range(job.candidates):
+            audio, rate, stages_s = await self.compose(job, candidate, tags, lyrics, stream)
+            for stage, seconds in stages_s.items():
+                timings[stage] = timings.get(stage, 0.0) + seconds
+            composed = events.Composed(
+                candidate, job.seed_of(candidate), rate, len(audio) / rate, stages_s, audio
+            )
+            stream.send(composed)
+        stream.send(events.Done({**timings, "total": stream.elapsed_s()}), final=True)
+
+    async def caption(self, job: stream_job.StreamJob) -> tuple[str, str, str]:
+        inputs = [
+            _tensor(api.FRAMES, job.frames),
+            _tensor(api.FPS, [job.fps]),
+            _tensor(api.VOCALS, [job.vocals]),
+            _tensor(api.MUSIC_DURATION_S, [job.duration_s]),
+        ]
+        if job.hint:
+            inputs.append(_tensor(api.HINT, [job.hint.encode("utf-8")]))
+        if job.fixed_tags:
+            inputs.append(_tensor(api.FIXED_TAGS, [t.encode("utf-8") for t in job.fixed_tags]))
+        outputs = [spec.name for spec in api.CAPTIONER.outputs]
+        bls = pb_utils.InferenceRequest(
+            model_name=api.CAPTIONER_MODEL, requested_output_names=outputs, inputs=inputs
+        )
+        response = _checked(api.CAPTIONER_MODEL, await bls.async_exec())
+        caption, tags, lyrics = (
+            _text(pb_utils.get_output_tensor_by_name(response, name)) for name in outputs
+        )
+        return caption, tags, lyrics
+
+    async def compose(
+        self, job: stream_job.StreamJob, candidate: int, tags: str, lyrics: str, stream: Stream
+    ) -> tuple[np.ndarray, int, dict[str, float]]:
+        """One candidate; progress forwarded every POLL_S until the composer answers."""
+        channel = ProgressChannel.create()
+        inputs = [
+            _tensor(api.TAGS, [tags.encode("utf-8")]),
+            _tensor(api.LYRICS, [lyrics.encode("utf-8")]),
+            _tensor(api.DURATION_S, [job.duration_s]),
+            _tensor(api.SEED, [job.seed_of(candidate)]),
+        ]
+        bls = pb_utils.InferenceRequest(
+            model_name=api.COMPOSER_MODEL,
+            requested_output_names=[api.AUDIO.name, api.SAMPLE_RATE.name],
+            inputs=inputs,
+            parameters={CHANNEL_PARAMETER: channel.token},
+        )
+        later = job.candidates - candidate - 1
+        try:
+            pending = asyncio.ensure_future(bls.async_exec())
+            shown: tuple[str, float] | None = None
+            cancelled = False
+            while True:
+                done, _ = await asyncio.wait({pending}, timeout=POLL_S)
+                state = channel.read()
+                if done:
+                    break
+                if not cancelled and stream.cancelled():
+                    channel.cancel()  # the composer stops at its next token, then answers
+                    cancelled = True
+                if not cancelled:
+                    shown = self.forward(state, shown, job, candidate, later, stream)
+            response = pending.result()
+        finally:
+            channel.close()
+        if cancelled:
+            raise Cancelled("the caller cancelled the request")
+        response = _checked(api.COMPOSER_MODEL, response)
+        audio = pb_utils.get_output_tensor_by_name(response, api.AUDIO.name).as_numpy()[0]
+        rate = pb_utils.get_output_tensor_by_name(response, api.SAMPLE_RATE.name).as_numpy()
+        finished = state is not None and state.get("stage") == FINISHED_STAGE
+        stages_s = {k: float(v) for k, v in state["stages_s"].items()} if finished else {}
+        self.eta.learn(stages_s, job.duration_s)
+        return audio, int(rate.reshape(-1)[0]), stages_s
+
+    def forward(
+        self,
+        state: dict[str, Any] | None,
+        shown: tuple[str, float] | None,
+        job: stream_job.StreamJob,
+        candidate: int,
+        later: int,
+        stream: Stream,
+    ) -> tuple[str, float] | None:
+        """Send a progress event when the composer's stage or fraction moved; return what the
+        client has now seen."""
+        if state is not None and state.get("stage") == FINISHED_STAGE:
+            return shown  # the answer is on its way
+        if state is None:
+            stage, fraction, stage_elapsed = None, 0.0, 0.0
+        else:
+            stage, fraction = str(state["stage"]), float(state["fraction"])
+            stage_elapsed = max(0.0, float(state["time"]) - float(state["stage_started"]))
+        now = (stage or events.QUEUED_STAGE, round(fraction, 3))
+        if now == shown:
+            return shown
+        eta = self.eta.remaining_s(stage, fraction, stage_elapsed, job.duration_s, later)
+        stream.send(
+            events.Progress(
+                candidate=candidate,
+                stage=now[0],
+                fraction=fraction,
+                music_s=fraction * job.duration_s,
+                elapsed_s=stream.elapsed_s(),
+                eta_s=eta,
+            )
+        )
+        return now
+
+
+def _checked(model: str, response: Any) -> Any:
+    if response.has_error():
+        error = response.error()
+        raise StepFailed(model, error.code(), error.message())
+    return response
