@@ -1,19 +1,29 @@
-"""`v2bgm INPUT -o OUTPUT`: score a video from the command line.
+"""`v2bgm INPUT -o OUTPUT`: score a video from the command line (`--batch` for many).
 
 Every failure ends with one `v2bgm: error: ...` line on stderr and a non-zero exit, never a
-traceback; OUTPUT is only ever written complete.
+traceback; OUTPUT is only ever written complete. Progress shows on a terminal's stderr; the
+summary (or `--json`'s report) goes to stdout.
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
+import json
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 from typing import NoReturn
 
+from . import audio
 from . import interface as api
-from .api import DEFAULT_TIMEOUT_S, DEFAULT_URL, score_video
+from .aio import make_soundtracks
+from .api import DEFAULT_TIMEOUT_S, DEFAULT_URL
+from .batch import batch_outputs, list_inputs
 from .errors import ClientError
+from .options import KEEP_AUDIO_FORMATS, SoundtrackOptions
+from .progress import ProgressView
+from .soundtrack import SoundtrackResult, make_soundtrack
 
 PROG = "v2bgm"
 
@@ -25,6 +35,23 @@ def _positive(text: str) -> float:
         raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
     if not value > 0:
         raise argparse.ArgumentTypeError(f"must be positive, got {text}")
+    return value
+
+
+def _number(text: str) -> float:
+    try:
+        return float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+
+
+def _count(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {text}")
     return value
 
 
@@ -46,13 +73,14 @@ class _Parser(argparse.ArgumentParser):
 
 def parser() -> argparse.ArgumentParser:
     p = _Parser(prog=PROG, description="Compose background music for a video and mux it in.")
-    p.add_argument("input", metavar="INPUT", help="the video file")
+    p.add_argument("input", metavar="INPUT", nargs="?", help="the video file")
     p.add_argument(
         "-o",
         "--output",
         metavar="OUTPUT",
         required=True,
-        help="where to write the video with music; its extension picks the container",
+        help="where to write the video with music; its extension picks the container "
+        "(with --batch: the folder for the outputs)",
     )
     p.add_argument(
         "--url", default=DEFAULT_URL, help=f"Triton gRPC address (default {DEFAULT_URL})"
@@ -69,6 +97,64 @@ def parser() -> argparse.ArgumentParser:
         help="a YuE tag to keep (repeatable), e.g. --tag jazz --tag piano",
     )
     p.add_argument(
+        "--duration",
+        type=_positive,
+        metavar="S",
+        help=f"seconds of music (default: the video's; {api.MIN_DURATION_S:g} to "
+        f"{api.MAX_DURATION_S:g})",
+    )
+    p.add_argument(
+        "--candidates",
+        type=_count,
+        default=1,
+        metavar="N",
+        help=f"N different soundtracks (at most {api.MAX_CANDIDATES}), written as OUTPUT-1, "
+        "OUTPUT-2, ... (seeds SEED, SEED+1, ...)",
+    )
+    p.add_argument(
+        "--mode",
+        choices=audio.MODES,
+        default="replace",
+        help="replace the original sound (default), mix it under the music, or duck the "
+        "music where the original is loud (speech)",
+    )
+    p.add_argument(
+        "--lufs",
+        type=_number,
+        default=audio.DEFAULT_LUFS,
+        metavar="LUFS",
+        help=f"loudness of the output track (default {audio.DEFAULT_LUFS:g}, as streaming "
+        f"services play; true peak at most {audio.TRUE_PEAK_CEILING_DBTP:g} dBTP)",
+    )
+    p.add_argument(
+        "--keep-audio",
+        nargs="?",
+        const="flac",
+        choices=KEEP_AUDIO_FORMATS,
+        metavar="FORMAT",
+        help="also write the music alone beside each output (flac, the default, or wav)",
+    )
+    p.add_argument(
+        "--batch",
+        metavar="SOURCE",
+        help="score every video of a folder, or of a list file (one path a line), into the "
+        "folder -o; outputs that exist are skipped, so a stopped batch resumes",
+    )
+    p.add_argument(
+        "--jobs",
+        type=_count,
+        default=2,
+        metavar="N",
+        help="with --batch: videos in flight at once (default 2)",
+    )
+    output = p.add_mutually_exclusive_group()
+    output.add_argument("-q", "--quiet", action="store_true", help="print nothing but errors")
+    output.add_argument(
+        "--json",
+        action="store_true",
+        help="print a JSON report (caption, tags, seed, timings, outputs) instead of the summary",
+    )
+    p.add_argument(
         "--timeout",
         type=_positive,
         default=DEFAULT_TIMEOUT_S,
@@ -79,35 +165,97 @@ def parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = parser().parse_args(argv)  # usage errors: argparse's own line, exit 2
+    p = parser()
+    args = p.parse_args(argv)  # usage errors: argparse's own line, exit 2
+    if (args.input is None) == (args.batch is None):
+        p.error("give one video (INPUT) or --batch SOURCE")
+    options = SoundtrackOptions(
+        seed=args.seed,
+        candidates=args.candidates,
+        duration_s=args.duration,
+        vocals=args.vocals,
+        hint=args.hint,
+        tags=tuple(args.tags),
+        mode=args.mode,
+        lufs=args.lufs,
+        keep_audio=args.keep_audio,
+    )
     try:
-        result = score_video(
-            args.input,
-            args.output,
-            url=args.url,
-            seed=args.seed,
-            timeout_s=args.timeout,
-            vocals=args.vocals,
-            hint=args.hint,
-            fixed_tags=tuple(args.tags),
-        )
+        if args.batch is not None:
+            return _batch(args, options)
+        with ProgressView(enabled=False if args.quiet else None) as view:
+            result = make_soundtrack(
+                args.input,
+                args.output,
+                url=args.url,
+                options=options,
+                on_event=lambda event: view.update(args.input, event),
+                timeout_s=args.timeout,
+            )
     except (ClientError, api.InvalidInput) as exc:
         return _fail(str(exc))
     except KeyboardInterrupt:
         return _fail("interrupted", code=130)
     except Exception as exc:  # a bug; still one line, as promised
         return _fail(f"unexpected {type(exc).__name__}: {exc}")
+    if args.json:
+        print(json.dumps(result.report(), indent=2))
+    elif not args.quiet:
+        _summary(result)
+    return 0
+
+
+def _summary(result: SoundtrackResult) -> None:
     print(f"caption: {result.caption}")
     print(f"tags: {result.tags}")
     if result.lyrics:
         print(f"lyrics:\n{result.lyrics}")
-    if result.mux.note:
-        print(f"note: {result.mux.note}")
-    print(
-        f"wrote {result.output_path} ({result.mux.video_duration_s:.1f} s, "
-        f"{result.mux.audio_codec} audio, seed {result.seed})"
-    )
-    return 0
+    notes = {o.mux.note for o in result.outputs if o.mux.note}
+    for note in sorted(notes):
+        print(f"note: {note}")
+    for out in result.outputs:
+        print(
+            f"wrote {out.path} ({out.mux.video_duration_s:.1f} s, {out.mux.audio_codec} audio, "
+            f"seed {out.seed}, {out.loudness_lufs:.1f} LUFS)"
+        )
+        if out.audio_path is not None:
+            print(f"wrote {out.audio_path} (the music alone)")
+
+
+def _batch(args: argparse.Namespace, options: SoundtrackOptions) -> int:
+    inputs = list_inputs(args.batch)
+    out_dir = Path(args.output)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    jobs = list(zip(inputs, batch_outputs(inputs, out_dir), strict=True))
+    with ProgressView(enabled=False if args.quiet else None) as view:
+        items = asyncio.run(
+            make_soundtracks(jobs, args.url, options, args.jobs, view.update, args.timeout)
+        )
+    failed = [item for item in items if item.error]
+    for item in failed:
+        print(f"{PROG}: error: {item.input_path}: {item.error}", file=sys.stderr)
+    if args.json:
+        report = [
+            {
+                "input_path": str(item.input_path),
+                "status": "failed" if item.error else "skipped" if item.skipped else "done",
+                "error": item.error,
+                "result": item.result.report() if item.result else None,
+            }
+            for item in items
+        ]
+        print(json.dumps(report, indent=2))
+    elif not args.quiet:
+        for item in items:
+            if item.result is not None:
+                for out in item.result.outputs:
+                    print(f"wrote {out.path} (tags: {item.result.tags}, seed {out.seed})")
+            elif item.skipped:
+                print(f"skipped {item.input_path}: {item.output} exists")
+        done = sum(item.result is not None for item in items)
+        skipped = sum(item.skipped for item in items)
+        print(f"{done} scored, {skipped} skipped, {len(failed)} failed")
+    return 1 if failed else 0
 
 
 def _fail(message: str, code: int = 1) -> int:

@@ -93,8 +93,8 @@ def test_entry_points(tmp_path, unused_url, entry):
 def test_success_output(capsys, tmp_path, monkeypatch):
     # The printing only: the round trip against a real server is an integration test.
     from v2bgm_client import cli
-    from v2bgm_client.api import ScoreResult
     from v2bgm_client.mux import MuxReport
+    from v2bgm_client.soundtrack import Output, SoundtrackResult
 
     report = MuxReport(
         output_path=tmp_path / "out.mp4",
@@ -108,18 +108,21 @@ def test_success_output(capsys, tmp_path, monkeypatch):
         audio_duration_s=3.0,
         replaced_audio=False,
     )
-    result = ScoreResult(
+    result = SoundtrackResult(
+        input_path=tmp_path / "in.webm",
         caption="A dog surfs.",
         tags="surf rock upbeat",
         lyrics="",
-        output_path=report.output_path,
-        audio_s=3.0,
-        sample_rate=44_100,
         seed=5,
+        music_s=3.0,
+        sample_rate=44_100,
         frames_sent=3,
-        mux=report,
+        mode="replace",
+        target_lufs=-14.0,
+        outputs=[Output(0, 5, report.output_path, None, -14.0, report)],
+        timings={"total": 1.0},
     )
-    monkeypatch.setattr(cli, "score_video", lambda *args, **kwargs: result)
+    monkeypatch.setattr(cli, "make_soundtrack", lambda *args, **kwargs: result)
     code, out, err = _run(capsys, "in.webm", "-o", str(report.output_path))
     assert (code, err) == (0, "")
     lines = out.splitlines()

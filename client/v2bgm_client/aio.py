@@ -1,0 +1,131 @@
+"""The asyncio API (tritonclient.grpc.aio): one video, or many with bounded concurrency.
+
+Reading videos and writing outputs run in worker threads, so the event loop keeps streaming.
+Cancelling a task (or leaving `stream_events` early) cancels its request on the server.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from . import events
+from . import interface as api
+from .api import DEFAULT_TIMEOUT_S, DEFAULT_URL
+from .batch import is_done
+from .errors import ClientError, ServerError
+from .options import SoundtrackOptions
+from .soundtrack import Collected, OnEvent, SoundtrackResult, finish, output_paths, prepare
+from .stream import parse_stream_result, stream_error, stream_inputs
+
+
+async def stream_events(
+    url: str, request: Mapping[str, np.ndarray], timeout_s: float = DEFAULT_TIMEOUT_S
+) -> AsyncIterator[events.Event]:
+    """Send `request` to the STREAM model at `url`; yield its events until `Done`."""
+    import grpc
+    import tritonclient.grpc.aio as grpcclient
+
+    try:
+        client = grpcclient.InferenceServerClient(url)
+    except Exception as exc:  # tritonclient raises several types for a malformed URL
+        raise ServerError(f"bad server URL {url!r}: {exc}") from None
+
+    async def one_request():
+        yield {"model_name": api.STREAM_MODEL, "inputs": stream_inputs(grpcclient, request)}
+
+    responses = None
+    try:
+        responses = client.stream_infer(one_request(), stream_timeout=timeout_s)
+        async for result, error in responses:
+            if error is not None:
+                raise stream_error(url, error, timeout_s)
+            event = parse_stream_result(result)
+            yield event
+            if isinstance(event, events.Done):
+                return
+        raise ServerError("malformed server response: the stream ended early")
+    except grpc.RpcError as exc:  # the connection itself failed
+        raise stream_error(url, _RpcFailure(exc), timeout_s) from None
+    finally:
+        if responses is not None:
+            responses.cancel()  # no-op once done; else the server stops the request
+        await client.close()
+
+
+class _RpcFailure(Exception):
+    """A grpc error with tritonclient's `status()` and `message()`."""
+
+    def __init__(self, error: object) -> None:
+        code = getattr(error, "code", lambda: None)()
+        self._status = f"StatusCode.{code.name}" if code is not None else None
+        self._message = getattr(error, "details", lambda: str(error))() or str(error)
+        super().__init__(self._message)
+
+    def status(self) -> str | None:
+        return self._status
+
+    def message(self) -> str:
+        return self._message
+
+
+async def make_soundtrack(
+    input_path: str | Path,
+    output: str | Path,
+    url: str = DEFAULT_URL,
+    options: SoundtrackOptions | None = None,
+    on_event: OnEvent | None = None,
+    timeout_s: float = DEFAULT_TIMEOUT_S,
+) -> SoundtrackResult:
+    """`soundtrack.make_soundtrack`, without blocking the event loop."""
+    options = options or SoundtrackOptions()
+    prepared = await asyncio.to_thread(prepare, input_path, output, options)
+    collected = Collected()
+    async for event in stream_events(url, prepared.request, timeout_s):
+        collected.add(event)
+        if on_event is not None:
+            on_event(event)
+    return await asyncio.to_thread(finish, prepared, collected, options)
+
+
+@dataclass(frozen=True)
+class BatchItem:
+    input_path: Path
+    output: Path
+    result: SoundtrackResult | None = None  # None: skipped or failed
+    skipped: bool = False  # every output existed already
+    error: str | None = None  # one line
+
+
+async def make_soundtracks(
+    jobs: Sequence[tuple[Path, Path]],
+    url: str = DEFAULT_URL,
+    options: SoundtrackOptions | None = None,
+    concurrency: int = 2,
+    on_event: Callable[[Path, events.Event], None] | None = None,
+    timeout_s: float = DEFAULT_TIMEOUT_S,
+) -> list[BatchItem]:
+    """(input, output) pairs, at most `concurrency` in flight; one failure does not stop the
+    others. Resumable: a job whose outputs all exist is skipped."""
+    options = options or SoundtrackOptions()
+    options.check()
+    if concurrency < 1:
+        raise ValueError(f"concurrency must be at least 1, got {concurrency}")
+    slots = asyncio.Semaphore(concurrency)
+
+    async def one(input_path: Path, output: Path) -> BatchItem:
+        if is_done(output_paths(output, options.candidates)):
+            return BatchItem(input_path, output, skipped=True)
+        async with slots:
+            watch = None if on_event is None else (lambda e: on_event(input_path, e))
+            try:
+                result = await make_soundtrack(input_path, output, url, options, watch, timeout_s)
+            except (ClientError, api.InvalidInput) as exc:
+                return BatchItem(input_path, output, error=" ".join(str(exc).split()))
+        return BatchItem(input_path, output, result)
+
+    return list(await asyncio.gather(*(one(i, o) for i, o in jobs)))

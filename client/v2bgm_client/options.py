@@ -1,0 +1,50 @@
+"""What a user can ask of a soundtrack, checked before any video is read or any server called."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+from . import audio
+from . import interface as api
+
+KEEP_AUDIO_FORMATS = ("flac", "wav")
+
+
+@dataclass(frozen=True)
+class SoundtrackOptions:
+    seed: int | None = None  # None: the server draws one (reported back)
+    candidates: int = 1  # soundtracks, one output video each
+    duration_s: float | None = None  # of music; None: the video's
+    vocals: bool = False
+    hint: str = ""  # free text that steers the captioner ("upbeat, no drums")
+    tags: tuple[str, ...] = ()  # YuE tags to keep; one per family replaces the generated one
+    mode: str = "replace"  # audio.MODES
+    lufs: float = audio.DEFAULT_LUFS  # integrated loudness of the output track
+    keep_audio: str | None = None  # also write the music alone: "flac" or "wav"
+
+    def check(self) -> None:
+        """Raise `interface.InvalidInput` naming the option and its allowed range."""
+        if self.seed is not None:
+            api.check_seed(self.seed)
+        if not 1 <= self.candidates <= api.MAX_CANDIDATES:
+            raise api.InvalidInput(
+                f"candidates must be in [1, {api.MAX_CANDIDATES}], got {self.candidates}"
+            )
+        if self.duration_s is not None:
+            api.check_duration(self.duration_s)
+        api.check_text(api.HINT, self.hint.encode("utf-8"), api.MAX_HINT_BYTES)
+        api.check_fixed_tags(list(self.tags))
+        if self.mode not in audio.MODES:
+            modes = ", ".join(audio.MODES)
+            raise api.InvalidInput(f"mode must be one of {modes}, not {self.mode!r}")
+        if not (math.isfinite(self.lufs) and audio.MIN_LUFS <= self.lufs <= audio.MAX_LUFS):
+            raise api.InvalidInput(
+                f"loudness target must be in [{audio.MIN_LUFS:g}, {audio.MAX_LUFS:g}] LUFS, "
+                f"got {self.lufs:g}"
+            )
+        if self.keep_audio is not None and self.keep_audio not in KEEP_AUDIO_FORMATS:
+            raise api.InvalidInput(
+                f"keep-audio format must be one of {', '.join(KEEP_AUDIO_FORMATS)}, "
+                f"not {self.keep_audio!r}"
+            )

@@ -1,0 +1,233 @@
+"""A video in, N videos with soundtracks out, through the streaming model.
+
+The steps around the call are shared by the blocking `make_soundtrack` here and the asyncio one
+in `v2bgm_client.aio`: `prepare` (check the options and outputs, probe, sample, build the
+request), `Collected` (what the event stream said) and `finish` (place the music over the
+original sound, normalise, mux, keep the music). Outputs are written only after the stream is
+complete, each atomically: a failure leaves none behind.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from . import audio, events
+from .api import DEFAULT_TIMEOUT_S, DEFAULT_URL, request_duration
+from .errors import ServerError
+from .mux import AUDIO_RATE, MuxReport, _resample, check_output_path, mux_audio
+from .options import SoundtrackOptions
+from .stream import build_stream_request, stream_events
+from .video import VideoInfo, probe, sample_frames
+
+OnEvent = Callable[[events.Event], None]
+
+
+def output_paths(output: str | Path, candidates: int) -> list[Path]:
+    """OUTPUT itself for one candidate; OUTPUT's stem with -1, -2, ... for several."""
+    output = Path(output)
+    if candidates == 1:
+        return [output]
+    return [output.with_name(f"{output.stem}-{i}{output.suffix}") for i in range(1, candidates + 1)]
+
+
+def audio_path(output: Path, fmt: str) -> Path:
+    return output.with_suffix(f".{fmt}")
+
+
+@dataclass(frozen=True)
+class Prepared:
+    input_path: Path
+    outputs: list[Path]
+    info: VideoInfo
+    request: dict[str, np.ndarray]
+    frames_sent: int
+    timings: dict[str, float]
+    started: float  # time.perf_counter() when prepare began
+
+
+def prepare(input_path: str | Path, output: str | Path, options: SoundtrackOptions) -> Prepared:
+    """Everything before the server: raises VideoError, MuxError or InvalidInput early."""
+    clock = time.perf_counter()
+    options.check()
+    outputs = output_paths(output, options.candidates)
+    for path in outputs:
+        check_output_path(path, input_path)  # fail before the slow part, not after
+    info = probe(input_path)
+    sampled = sample_frames(input_path, info=info)
+    request = build_stream_request(
+        sampled.frames, sampled.fps, options, request_duration(info.duration_s)
+    )
+    return Prepared(
+        Path(input_path),
+        outputs,
+        info,
+        request,
+        len(sampled.frames),
+        {"read_video": time.perf_counter() - clock},
+        clock,
+    )
+
+
+@dataclass
+class Collected:
+    """The stream's events, gathered."""
+
+    started: events.Started | None = None
+    captioned: events.Captioned | None = None
+    composed: list[events.Composed] = field(default_factory=list)
+    done: events.Done | None = None
+
+    def add(self, event: events.Event) -> None:
+        if isinstance(event, events.Started):
+            self.started = event
+        elif isinstance(event, events.Captioned):
+            self.captioned = event
+        elif isinstance(event, events.Composed):
+            self.composed.append(event)
+        elif isinstance(event, events.Done):
+            self.done = event
+
+    def check(self, candidates: int) -> None:
+        if self.started is None or self.captioned is None or self.done is None:
+            raise ServerError("malformed server response: the stream ended early")
+        if sorted(c.candidate for c in self.composed) != list(range(candidates)):
+            raise ServerError(
+                f"malformed server response: {len(self.composed)} soundtracks, "
+                f"{candidates} asked for"
+            )
+
+
+@dataclass(frozen=True)
+class Output:
+    candidate: int
+    seed: int
+    path: Path
+    audio_path: Path | None  # the music alone (--keep-audio)
+    loudness_lufs: float  # of the track as muxed (before the audio codec)
+    mux: MuxReport
+
+
+@dataclass(frozen=True)
+class SoundtrackResult:
+    input_path: Path
+    caption: str
+    tags: str
+    lyrics: str
+    seed: int  # of the first candidate; candidate i used seed + i
+    music_s: float
+    sample_rate: int  # the server's
+    frames_sent: int
+    mode: str
+    target_lufs: float
+    outputs: list[Output]
+    timings: dict[str, float]  # seconds: read_video, captioning, stage1, ..., server, write, total
+
+    @property
+    def output_path(self) -> Path:
+        return self.outputs[0].path
+
+    def report(self) -> dict:
+        """JSON-ready: what `v2bgm --json` prints."""
+        data = asdict(self)
+        data["input_path"] = str(self.input_path)
+        data["outputs"] = [
+            {
+                "candidate": o.candidate,
+                "seed": o.seed,
+                "path": str(o.path),
+                "audio_path": None if o.audio_path is None else str(o.audio_path),
+                "loudness_lufs": round(o.loudness_lufs, 2),
+                "video_codec": o.mux.video_codec,
+                "audio_codec": o.mux.audio_codec,
+                "reencoded": o.mux.reencoded,
+                "note": o.mux.note,
+            }
+            for o in self.outputs
+        ]
+        data["timings"] = {k: round(v, 3) for k, v in self.timings.items()}
+        return data
+
+
+def finish(
+    prepared: Prepared, collected: Collected, options: SoundtrackOptions
+) -> SoundtrackResult:
+    """Write every output (music placed, normalised, muxed) and, if asked, the music alone."""
+    collected.check(options.candidates)
+    assert collected.started and collected.captioned and collected.done
+    clock = time.perf_counter()
+    info = prepared.info
+    length = round(info.duration_s * AUDIO_RATE)
+    original = None
+    if options.mode != "replace":
+        original = audio.read_original(prepared.input_path, info, AUDIO_RATE)
+    outputs = []
+    for composed, path in zip(
+        sorted(collected.composed, key=lambda c: c.candidate), prepared.outputs, strict=True
+    ):
+        assert composed.audio is not None
+        music = _resample(composed.audio.astype(np.float32), composed.sample_rate)
+        track = audio.place(music, original, AUDIO_RATE, options.mode, options.lufs, length)
+        report = mux_audio(prepared.input_path, track[0], AUDIO_RATE, path, info=info)
+        kept = None
+        if options.keep_audio:
+            alone = audio.place(music, None, AUDIO_RATE, "replace", options.lufs, length)
+            kept = audio.write_audio(audio_path(path, options.keep_audio), alone, AUDIO_RATE)
+        outputs.append(
+            Output(
+                composed.candidate,
+                composed.seed,
+                path,
+                kept,
+                audio.loudness(track, AUDIO_RATE),
+                report,
+            )
+        )
+    server = collected.done.timings
+    timings = {
+        **prepared.timings,
+        **{k: v for k, v in server.items() if k != "total"},  # the server's stages
+        "server": server.get("total", 0.0),
+        "write": time.perf_counter() - clock,
+        "total": time.perf_counter() - prepared.started,
+    }
+    first = collected.composed[0]
+    return SoundtrackResult(
+        input_path=prepared.input_path,
+        caption=collected.captioned.caption,
+        tags=collected.captioned.tags,
+        lyrics=collected.captioned.lyrics,
+        seed=collected.started.seed,
+        music_s=first.audio_s,
+        sample_rate=first.sample_rate,
+        frames_sent=prepared.frames_sent,
+        mode=options.mode,
+        target_lufs=options.lufs,
+        outputs=outputs,
+        timings=timings,
+    )
+
+
+def make_soundtrack(
+    input_path: str | Path,
+    output: str | Path,
+    url: str = DEFAULT_URL,
+    options: SoundtrackOptions | None = None,
+    on_event: OnEvent | None = None,
+    timeout_s: float = DEFAULT_TIMEOUT_S,
+) -> SoundtrackResult:
+    """Blocking: the video at `input_path` with music, written to `output` (or, for several
+    candidates, OUTPUT-1, OUTPUT-2, ...). `on_event` sees every stream event as it arrives
+    (e.g. a progress bar). Raises VideoError, MuxError, ServerError or InvalidInput."""
+    options = options or SoundtrackOptions()
+    prepared = prepare(input_path, output, options)
+    collected = Collected()
+    for event in stream_events(url, prepared.request, timeout_s):
+        collected.add(event)
+        if on_event is not None:
+            on_event(event)
+    return finish(prepared, collected, options)

@@ -1,0 +1,138 @@
+"""The streaming model's wire format, and the blocking call (v2bgm_client.aio has the asyncio one).
+
+`build_stream_request` and `parse_stream_result` are pure, so the wire format is tested without a
+server. `stream_events` yields the events as they come; leaving it early (an exception, Ctrl-C,
+`break`) cancels the request on the server, which stops composing within a token.
+"""
+
+from __future__ import annotations
+
+import queue
+import time
+from collections.abc import Iterator, Mapping
+from typing import Any
+
+import numpy as np
+
+from . import events
+from . import interface as api
+from .api import DEFAULT_TIMEOUT_S, server_error
+from .errors import ServerError
+from .options import SoundtrackOptions
+
+STREAM_ERROR_WAIT_S = 5.0  # for the reason a failed stream gives its callback
+
+
+def build_stream_request(
+    frames: np.ndarray, fps: float, options: SoundtrackOptions, duration_s: float | None = None
+) -> dict[str, np.ndarray]:
+    """The STREAM model's inputs by tensor name, each a batch of one. `duration_s` is the
+    video's (the music's unless `options.duration_s` says otherwise)."""
+    options.check()
+    api.check_frames(frames)
+    api.check_fps(fps)
+    duration = options.duration_s if options.duration_s is not None else duration_s
+    values: dict[str, object] = {
+        api.FRAMES.name: frames,
+        api.FPS.name: [fps],
+        api.VOCALS.name: [options.vocals],
+        api.CANDIDATES.name: [options.candidates],
+    }
+    if duration is not None:
+        duration = max(api.MIN_DURATION_S, float(duration))
+        api.check_duration(duration)
+        values[api.TARGET_DURATION_S.name] = [duration]
+    if options.seed is not None:
+        values[api.SEED.name] = [options.seed]
+    if options.hint:
+        values[api.HINT.name] = [options.hint.encode("utf-8")]
+    if options.tags:
+        values[api.FIXED_TAGS.name] = [t.encode("utf-8") for t in options.tags]
+    return {
+        spec.name: np.ascontiguousarray(values[spec.name], dtype=spec.numpy_dtype)[None]
+        for spec in api.STREAM.inputs
+        if spec.name in values
+    }
+
+
+def parse_stream_result(result: Any) -> events.Event:
+    """A tritonclient result (or anything with `as_numpy(name)`) -> its event."""
+    data = result.as_numpy(api.EVENT.name)
+    if data is None or data.size != 1:
+        raise ServerError("malformed server response: no EVENT in a stream response")
+    audio = result.as_numpy(api.AUDIO.name)
+    try:
+        event = events.decode(data.reshape(-1)[0], None if audio is None else audio[0])
+    except ValueError as exc:
+        raise ServerError(f"malformed server response: {exc}") from None
+    if isinstance(event, events.Composed) and not _valid_audio(event.audio):
+        raise ServerError("malformed server response: an audio event without valid AUDIO")
+    return event
+
+
+def _valid_audio(audio: np.ndarray | None) -> bool:
+    return audio is not None and audio.ndim == 1 and bool(np.all(np.isfinite(audio)))
+
+
+def stream_inputs(module: Any, request: Mapping[str, np.ndarray]) -> list:
+    """InferInputs of `module` (tritonclient.grpc or tritonclient.grpc.aio) for a request."""
+    inputs = []
+    for spec in api.STREAM.inputs:
+        if spec.name in request:
+            tensor = module.InferInput(spec.name, list(request[spec.name].shape), spec.datatype)
+            tensor.set_data_from_numpy(request[spec.name])
+            inputs.append(tensor)
+    return inputs
+
+
+def stream_error(url: str, error: Exception, timeout_s: float) -> ServerError:
+    """One line for an error that ended a stream (Triton sends stream errors without a code)."""
+    status = getattr(error, "status", None)
+    status = status() if callable(status) else None
+    message = error.message() if hasattr(error, "message") else str(error)
+    if status is None and not any(m in (message or "").lower() for m in ("connect", "dns")):
+        return ServerError(f"the server failed the request: {' '.join(str(message).split())}")
+    return server_error(url, status or "StatusCode.UNAVAILABLE", message, timeout_s)
+
+
+def stream_events(
+    url: str, request: Mapping[str, np.ndarray], timeout_s: float = DEFAULT_TIMEOUT_S
+) -> Iterator[events.Event]:
+    """Send `request` to the STREAM model at `url`; yield its events until `Done`."""
+    import tritonclient.grpc as grpcclient
+    from tritonclient.utils import InferenceServerException
+
+    try:
+        client = grpcclient.InferenceServerClient(url)
+    except Exception as exc:  # tritonclient raises several types for a malformed URL
+        raise ServerError(f"bad server URL {url!r}: {exc}") from None
+    answers: queue.Queue = queue.Queue()
+    deadline = time.monotonic() + timeout_s
+    try:
+        client.start_stream(
+            callback=lambda result, error: answers.put((result, error)), stream_timeout=timeout_s
+        )
+        try:
+            client.async_stream_infer(api.STREAM_MODEL, stream_inputs(grpcclient, request))
+        except InferenceServerException as exc:  # the stream failed: its callback says why
+            try:
+                _, error = answers.get(timeout=STREAM_ERROR_WAIT_S)
+            except queue.Empty:
+                error = exc
+            raise stream_error(url, error or exc, timeout_s) from None
+        while True:
+            try:
+                result, error = answers.get(timeout=max(deadline - time.monotonic(), 1e-3))
+            except queue.Empty:
+                raise ServerError(
+                    f"the server at {url} did not answer within {timeout_s:g} s"
+                ) from None
+            if error is not None:
+                raise stream_error(url, error, timeout_s)
+            event = parse_stream_result(result)
+            yield event
+            if isinstance(event, events.Done):
+                return
+    finally:
+        client.stop_stream(cancel_requests=True)  # no-op once done; else the server stops
+        client.close()
