@@ -224,11 +224,15 @@ def write_audio(path: str | Path, audio: np.ndarray, rate: int) -> Path:
     if codec is None:
         raise ValueError(f"{path}: write music as .flac or .wav")
     layout = "stereo" if audio.shape[0] == 2 else "mono"
+    flac = codec == "flac"
     with av.open(str(path), "w") as out:
-        stream = out.add_stream(codec, rate=rate)
-        stream.layout = layout
-        if codec == "flac":
-            stream.codec_context.options = {"bits_per_raw_sample": "24"}
+        stream = out.add_stream(
+            codec,
+            rate=rate,
+            layout=layout,
+            format="s32" if flac else "s16",
+            options={"bits_per_raw_sample": "24"} if flac else {},
+        )
         frame = av.AudioFrame.from_ndarray(
             np.ascontiguousarray(audio.astype(np.float32)), format="fltp", layout=layout
         )
