@@ -1,0 +1,189 @@
+"""`video_to_music_stream` on a real tritonserver over real gRPC, called with raw tritonclient:
+the events in order, option errors, and cancellation mid-stage-1."""
+
+from __future__ import annotations
+
+import json
+import queue
+import time
+import urllib.request
+from collections.abc import Iterator
+
+import numpy as np
+import pytest
+import tritonclient.grpc as grpcclient
+from v2bgm_client import interface as api
+
+from v2bgm.serve import TritonServer
+
+pytestmark = pytest.mark.server
+WAIT_S = 600.0  # tiny models on a busy 2-core machine
+CANCEL_STOPS_WITHIN_S = 1.0
+LONG_MUSIC_S = 120.0  # stage 1 runs for minutes: a cancel lands mid-stage-1
+
+
+def tensor(name: str, value: np.ndarray) -> grpcclient.InferInput:
+    spec = next(t for t in api.STREAM.inputs if t.name == name)
+    value = np.asarray(value, dtype=spec.numpy_dtype)[None]
+    t = grpcclient.InferInput(name, list(value.shape), spec.datatype)
+    t.set_data_from_numpy(value)
+    return t
+
+
+def request(frames: int = 3, **options: object) -> list[grpcclient.InferInput]:
+    video = np.random.default_rng(frames).integers(0, 256, (frames, 64, 96, 3), dtype=np.uint8)
+    inputs = [tensor("FRAMES", video), tensor("FPS", [1.0])]
+    return inputs + [tensor(name, value) for name, value in options.items()]
+
+
+class Stream:
+    """One gRPC stream: send a request, read its events (and errors) as they come."""
+
+    def __init__(self, url: str) -> None:
+        self.client = grpcclient.InferenceServerClient(url)
+        self.answers: queue.Queue = queue.Queue()
+        self.client.start_stream(callback=lambda result, error: self.answers.put((result, error)))
+
+    def send(self, inputs: list[grpcclient.InferInput]) -> None:
+        self.client.async_stream_infer(api.STREAM_MODEL, inputs)
+
+    def events(self) -> Iterator[tuple[dict, np.ndarray | None]]:
+        while True:
+            result, error = self.answers.get(timeout=WAIT_S)
+            if error is not None:
+                raise error
+            event = json.loads(result.as_numpy("EVENT")[0, 0])
+            yield event, result.as_numpy("AUDIO")
+            if event["type"] == "done":
+                return
+
+    def cancel(self) -> None:
+        self.client.stop_stream(cancel_requests=True)
+
+    def close(self) -> None:
+        self.client.stop_stream()
+        self.client.close()
+
+
+@pytest.fixture
+def stream(grpc_url: str) -> Iterator[Stream]:
+    s = Stream(grpc_url)
+    yield s
+    s.close()
+
+
+def metrics(server: TritonServer) -> dict[str, float]:
+    url = f"http://127.0.0.1:{server.metrics_port}/metrics"
+    with urllib.request.urlopen(url, timeout=10) as response:
+        lines = response.read().decode().splitlines()
+    return {
+        line.rsplit(" ", 1)[0]: float(line.rsplit(" ", 1)[1])
+        for line in lines
+        if line and not line.startswith("#")
+    }
+
+
+def series(values: dict[str, float], name: str, model: str, **labels: str) -> float:
+    wanted = [f'model="{model}"', *(f'{k}="{v}"' for k, v in labels.items())]
+    matches = [
+        v for k, v in values.items() if k.startswith(name + "{") and all(w in k for w in wanted)
+    ]
+    assert len(matches) == 1, (name, model, labels)
+    return matches[0]
+
+
+def test_events_arrive_in_order_with_their_content(stream):
+    stream.send(request(SEED=[41], CANDIDATES=[2], DURATION_S=[1.5]))
+    got = list(stream.events())
+    kinds = [event["type"] for event, _ in got]
+    # started, caption, then per candidate progress... audio, and done last.
+    assert kinds[:2] == ["started", "caption"] and kinds[-1] == "done"
+    audio_at = [i for i, kind in enumerate(kinds) if kind == "audio"]
+    assert len(audio_at) == 2
+    assert set(kinds[2 : audio_at[0]]) == {"progress"}
+    assert set(kinds[audio_at[0] + 1 : audio_at[1]]) == {"progress"}
+
+    started, caption = got[0][0], got[1][0]
+    assert started == {"type": "started", "seed": 41, "candidates": 2, "duration_s": 1.5}
+    assert caption["caption"].strip() and caption["tags"].strip() and caption["lyrics"] == ""
+
+    for candidate, index in enumerate(audio_at):
+        event, audio = got[index]
+        assert (event["candidate"], event["seed"]) == (candidate, 41 + candidate)
+        assert audio.dtype == np.float32 and audio.shape == (1, round(1.5 * event["sample_rate"]))
+        assert np.abs(audio).max() > 0 and event["audio_s"] == pytest.approx(1.5)
+        assert set(event["timings"]) == {"stage1", "stage2", "decode"}
+    first, second = got[audio_at[0]][1], got[audio_at[1]][1]
+    assert not np.array_equal(first, second)  # two candidates, two soundtracks
+
+    progress = [e for e, _ in got if e["type"] == "progress"]
+    stages = [p["stage"] for p in progress if p["candidate"] == 0]
+    assert stages[0] == "queued" and "stage1" in stages and "stage2" in stages
+    order = {"queued": 0, "stage1": 1, "stage2": 2, "decode": 3}
+    assert [order[s] for s in stages] == sorted(order[s] for s in stages)
+    for p in progress:
+        assert 0.0 <= p["fraction"] <= 1.0
+        assert p["music_s"] == pytest.approx(p["fraction"] * 1.5)
+    # The second candidate has the first one's stage costs to go by.
+    assert any(p["eta_s"] is not None and p["eta_s"] >= 0 for p in progress if p["candidate"] == 1)
+    done = got[-1][0]
+    assert {"captioning", "stage1", "stage2", "decode", "total"} <= set(done["timings"])
+
+
+def test_the_video_length_is_the_default_duration(stream):
+    stream.send(request(frames=2, SEED=[5]))  # 2 frames at 1 frame/s
+    got = list(stream.events())
+    assert got[0][0]["duration_s"] == 2.0
+    audio_event, audio = next((e, a) for e, a in got if e["type"] == "audio")
+    assert audio.shape[1] == 2 * audio_event["sample_rate"]
+
+
+@pytest.mark.parametrize(
+    ("options", "needles"),
+    [
+        ({"CANDIDATES": [api.MAX_CANDIDATES + 1]}, ["CANDIDATES", "[1, 4]"]),
+        ({"DURATION_S": [900.0]}, ["DURATION_S", "300"]),
+        ({"FIXED_TAGS": [b"jaz"]}, ["jaz", "'jazz'"]),
+    ],
+)
+def test_bad_options_end_the_stream_with_one_clear_error(stream, options, needles):
+    stream.send(request(**options))
+    with pytest.raises(Exception) as err:
+        list(stream.events())
+    for needle in needles:
+        assert needle in str(err.value)
+
+
+def test_cancel_mid_stage1_stops_frees_and_serves_the_next(grpc_url, server):
+    before = metrics(server)
+    doomed = Stream(grpc_url)
+    doomed.send(request(SEED=[1], DURATION_S=[LONG_MUSIC_S]))
+    for event, _ in doomed.events():
+        if event["type"] == "progress" and event["stage"] == "stage1" and event["fraction"] > 0:
+            break
+    doomed.cancel()
+    cancelled_at = time.monotonic()
+    while series(metrics(server), "v2bgm_requests_in_generation", api.COMPOSER_MODEL):
+        assert time.monotonic() - cancelled_at < CANCEL_STOPS_WITHIN_S, "still composing"
+        time.sleep(0.02)
+    doomed.close()
+
+    fresh = Stream(grpc_url)
+    try:
+        fresh.send(request(SEED=[2], DURATION_S=[1.0]))
+        assert [e["type"] for e, _ in fresh.events()][-2:] == ["audio", "done"]
+    finally:
+        fresh.close()
+
+    after = metrics(server)
+    for model in (api.STREAM_MODEL, api.CAPTIONER_MODEL, api.COMPOSER_MODEL, api.PIPELINE_MODEL):
+        assert series(after, "nv_inference_pending_request_count", model) == 0, model
+    for model in (api.CAPTIONER_MODEL, api.COMPOSER_MODEL):
+        assert series(after, "v2bgm_requests_in_generation", model) == 0, model
+    reason = {"reason": "cancelled"}
+    cancelled = series(after, "v2bgm_failures_total", api.COMPOSER_MODEL, **reason)
+    assert cancelled - series(before, "v2bgm_failures_total", api.COMPOSER_MODEL, **reason) == 1
+    internal = {"reason": "internal"}
+    assert series(after, "v2bgm_failures_total", api.COMPOSER_MODEL, **internal) == series(
+        before, "v2bgm_failures_total", api.COMPOSER_MODEL, **internal
+    )
