@@ -6,6 +6,7 @@ testable without a server; `infer` is the only function that talks to one.
 
 from __future__ import annotations
 
+import itertools
 import random
 import time
 from collections.abc import Mapping
@@ -29,6 +30,30 @@ DEFAULT_TIMEOUT_S = 900.0  # captioning plus composing up to MAX_DURATION_S of m
 _MAX_SAMPLE_RATE = 384_000
 # How gRPC words a connection failure (as opposed to a server that answered UNAVAILABLE).
 _UNREACHABLE = ("failed to connect", "connection refused", "errors resolving", "dns", "socket")
+# Overload: a full or timed-out Triton queue answers UNAVAILABLE at once (model_configs'
+# QueuePolicy), as does a model still loading; `infer` retries those with jittered exponential
+# backoff until its deadline. A server that cannot be reached is reported at once instead.
+RETRY_CODES = ("UNAVAILABLE", "RESOURCE_EXHAUSTED")
+RETRY_BASE_S = 0.5  # the first retry waits up to this long
+RETRY_MAX_DELAY_S = 30.0  # no single wait is longer, however many retries came before
+
+
+def backoff_delay(
+    attempt: int,
+    rng: random.Random,
+    base_s: float = RETRY_BASE_S,
+    cap_s: float = RETRY_MAX_DELAY_S,
+) -> float:
+    """Seconds to wait before retry number `attempt` (0-based): uniform in [0, min(cap, base *
+    2**attempt)] ("full jitter"), so a burst of rejected clients does not come back in step."""
+    return rng.uniform(0.0, min(cap_s, base_s * 2.0 ** min(attempt, 62)))
+
+
+def is_retryable(status: str | None, message: str | None) -> bool:
+    """Did the server answer "busy, try later" (as opposed to gRPC failing to connect)?"""
+    code = (status or "").rsplit(".", 1)[-1]
+    unreachable = any(marker in (message or "").lower() for marker in _UNREACHABLE)
+    return code in RETRY_CODES and not unreachable
 
 
 @dataclass(frozen=True)
@@ -179,9 +204,16 @@ def infer_inputs(request: Mapping[str, np.ndarray]) -> list[InferInput]:
 
 
 def infer(
-    url: str, request: Mapping[str, np.ndarray], timeout_s: float = DEFAULT_TIMEOUT_S
+    url: str,
+    request: Mapping[str, np.ndarray],
+    timeout_s: float = DEFAULT_TIMEOUT_S,
+    rng: random.Random | None = None,
 ) -> dict[str, np.ndarray | None]:
-    """Send `request` to the PIPELINE model at `url` (gRPC); return its outputs by name."""
+    """Send `request` to the PIPELINE model at `url` (gRPC); return its outputs by name.
+
+    Retries an overloaded server (RETRY_CODES) with `backoff_delay` waits; every attempt and wait
+    fits in `timeout_s` altogether.
+    """
     # Imported here so probing, sampling and muxing work without the gRPC stack loaded.
     import tritonclient.grpc as grpcclient
     from tritonclient.utils import InferenceServerException
@@ -192,13 +224,26 @@ def infer(
         client = grpcclient.InferenceServerClient(url)
     except Exception as exc:  # tritonclient raises several types for a malformed URL
         raise ServerError(f"bad server URL {url!r}: {exc}") from None
+    rng = rng or random.Random()
+    deadline = time.monotonic() + timeout_s
     try:
-        with metrics.track(api.PIPELINE_MODEL):  # a no-op unless metrics.enable() was called
-            result = client.infer(
-                api.PIPELINE_MODEL, inputs, outputs=outputs, client_timeout=timeout_s
-            )
-    except InferenceServerException as exc:
-        raise server_error(url, exc.status(), exc.message(), timeout_s) from None
+        for attempt in itertools.count():
+            try:  # metrics.track is a no-op unless metrics.enable() was called
+                with metrics.track(api.PIPELINE_MODEL):
+                    result = client.infer(
+                        api.PIPELINE_MODEL,
+                        inputs,
+                        outputs=outputs,
+                        client_timeout=max(deadline - time.monotonic(), 1e-3),
+                    )
+                break
+            except InferenceServerException as exc:
+                delay = backoff_delay(attempt, rng)
+                if not is_retryable(exc.status(), exc.message()) or (
+                    time.monotonic() + delay >= deadline
+                ):
+                    raise server_error(url, exc.status(), exc.message(), timeout_s) from None
+                time.sleep(delay)
     finally:
         client.close()
     return {spec.name: result.as_numpy(spec.name) for spec in api.PIPELINE.outputs}

@@ -21,15 +21,37 @@ CPU_CONFIG_NAME = "cpu"
 
 
 @dataclass(frozen=True)
+class QueuePolicy:
+    """Triton's `default_queue_policy`: a request beyond `max_size` waiting, or waiting longer
+    than `timeout_us`, is rejected at once (UNAVAILABLE) instead of queueing without bound."""
+
+    max_size: int
+    timeout_us: int
+
+
+# Overload. A burst beyond these is answered UNAVAILABLE and the client backs off and retries
+# (v2bgm_client.api.infer). The captioner's queue holds 8 batches of 4 (~20 s of work on an H200,
+# README "Speed"); the composer's queue, a few compositions of minutes each. A request that waited
+# longer than the timeout would likely miss the client's deadline (api.DEFAULT_TIMEOUT_S) anyway.
+CAPTIONER_QUEUE = QueuePolicy(max_size=32, timeout_us=300_000_000)
+COMPOSER_QUEUE = QueuePolicy(max_size=8, timeout_us=600_000_000)
+
+
+@dataclass(frozen=True)
 class PythonModel:
     spec: api.ModelSpec
+    queue: QueuePolicy
     instances: int = 1
     batch_delay_us: int | None = None  # dynamic batching: how long to wait to fill a batch
 
 
 # The captioner batches videos of different sizes (ragged inputs: the Python backend gets each
-# request on its own and pads them itself); the composer takes one request at a time.
-PYTHON_MODELS = (PythonModel(api.CAPTIONER, batch_delay_us=20_000), PythonModel(api.COMPOSER))
+# request on its own and pads them itself); the composer takes one request at a time (its
+# "batcher" exists for the queue policy only: preferred batch size 1, no delay).
+PYTHON_MODELS = (
+    PythonModel(api.CAPTIONER, CAPTIONER_QUEUE, batch_delay_us=20_000),
+    PythonModel(api.COMPOSER, COMPOSER_QUEUE),
+)
 
 # The ensemble's wiring: (model, {model input: ensemble tensor}, {model output: ensemble tensor}).
 PIPELINE_STEPS = (
@@ -60,10 +82,15 @@ def _io(spec: api.ModelSpec, ragged: bool = False) -> str:
 
 def python_model_config(model: PythonModel, kind: str) -> str:
     batching = model.batch_delay_us is not None
-    dynamic = (
-        f"dynamic_batching {{\n  max_queue_delay_microseconds: {model.batch_delay_us}\n}}\n"
+    batch = (
+        f"  max_queue_delay_microseconds: {model.batch_delay_us}\n"
         if batching
-        else ""
+        else "  preferred_batch_size: [ 1 ]\n  max_queue_delay_microseconds: 0\n"
+    )
+    dynamic = (
+        f"dynamic_batching {{\n{batch}  default_queue_policy {{\n"
+        f"    max_queue_size: {model.queue.max_size}\n    timeout_action: REJECT\n"
+        f"    default_timeout_microseconds: {model.queue.timeout_us}\n  }}\n}}\n"
     )
     return (
         f'{GENERATED}name: "{model.spec.name}"\nbackend: "python"\n'

@@ -1,0 +1,65 @@
+"""Dedicated tritonservers for the reliability tests: these overload, kill and fuzz a server, so
+each gets its own, started as the session fixture starts the shared one (tests/conftest.py)."""
+
+from __future__ import annotations
+
+import shutil
+from dataclasses import replace
+from pathlib import Path
+
+from v2bgm_client import interface as api
+
+from tests.conftest import ROOT, free_port
+from v2bgm.serve import TritonServer
+from v2bgm.triton import model_configs
+
+READY_TIMEOUT_S = 300.0
+
+
+def render_repository(
+    out: Path, models: tuple[str, ...], queues: dict[str, model_configs.QueuePolicy] | None = None
+) -> Path:
+    """A model repository holding `models` (by name), their configs rendered by the real renderer
+    with other queue policies where `queues` says so; the real repository is left alone."""
+    queues = queues or {}
+    for model in model_configs.PYTHON_MODELS:
+        name = model.spec.name
+        if name not in models:
+            continue
+        shutil.copytree(ROOT / "model_repository" / name / "1", out / name / "1")
+        model = replace(model, queue=queues.get(name, model.queue))
+        for kind, relative in (
+            ("KIND_GPU", "config.pbtxt"),
+            ("KIND_CPU", f"configs/{model_configs.CPU_CONFIG_NAME}.pbtxt"),
+        ):
+            path = out / name / relative
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(model_configs.python_model_config(model, kind))
+    if api.PIPELINE_MODEL in models:  # the ensemble's steps must be there too
+        (out / api.PIPELINE_MODEL / "1").mkdir(parents=True)
+        (out / api.PIPELINE_MODEL / "config.pbtxt").write_text(model_configs.pipeline_config())
+    return out
+
+
+def start_server(
+    repository: Path, weights: Path, log_path: Path, extra_args: list[str] | None = None
+) -> TritonServer:
+    triton = TritonServer(
+        repository=repository,
+        weights=weights,
+        http_port=free_port(),
+        grpc_port=free_port(),
+        metrics_port=free_port(),
+        gpu=False,
+        extra_args=extra_args or [],
+        home=ROOT / ".cache" / "pytriton_wheel",
+        log_path=log_path,
+    )
+    triton.start()
+    try:
+        triton.wait_ready(timeout_s=READY_TIMEOUT_S)
+    except Exception:
+        triton.stop()
+        print(log_path.read_text()[-5000:])
+        raise
+    return triton
