@@ -101,6 +101,8 @@ def probe(path: str | Path) -> VideoInfo:
             kind = "audio-only file" if container.streams.audio else "file without video"
             raise VideoError(f"{path}: no video stream ({kind})")
         ctx = stream.codec_context
+        if ctx is None:  # a codec id FFmpeg does not know: a corrupt header, as often as not
+            raise VideoError(f"{path}: video stream has no decoder (unknown or corrupt codec)")
         width, height = ctx.width, ctx.height
         if not width or not height:
             raise VideoError(f"{path}: video stream has no frame size (corrupt header?)")
