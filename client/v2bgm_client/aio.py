@@ -39,21 +39,23 @@ async def stream_events(
         yield {"model_name": api.STREAM_MODEL, "inputs": stream_inputs(grpcclient, request)}
 
     responses = None
+    finished = False
     try:
         responses = client.stream_infer(one_request(), stream_timeout=timeout_s)
         async for result, error in responses:
             if error is not None:
                 raise stream_error(url, error, timeout_s)
             event = parse_stream_result(result)
+            finished = isinstance(event, events.Done)
             yield event
-            if isinstance(event, events.Done):
+            if finished:
                 return
         raise ServerError("malformed server response: the stream ended early")
     except grpc.RpcError as exc:  # the connection itself failed
         raise stream_error(url, _RpcFailure(exc), timeout_s) from None
     finally:
-        if responses is not None:
-            responses.cancel()  # no-op once done; else the server stops the request
+        if responses is not None and not finished:
+            responses.cancel()  # left early: the server stops the request (see stream.py)
         await client.close()
 
 

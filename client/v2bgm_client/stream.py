@@ -108,6 +108,7 @@ def stream_events(
         raise ServerError(f"bad server URL {url!r}: {exc}") from None
     answers: queue.Queue = queue.Queue()
     deadline = time.monotonic() + timeout_s
+    finished = False
     try:
         client.start_stream(
             callback=lambda result, error: answers.put((result, error)), stream_timeout=timeout_s
@@ -130,9 +131,13 @@ def stream_events(
             if error is not None:
                 raise stream_error(url, error, timeout_s)
             event = parse_stream_result(result)
+            finished = isinstance(event, events.Done)
             yield event
-            if isinstance(event, events.Done):
+            if finished:
                 return
     finally:
-        client.stop_stream(cancel_requests=True)  # no-op once done; else the server stops
+        # Left early: cancel, and the server stops. Not once done: seen with Triton 2.51, a
+        # cancel right after the final response (two streams in flight) left the streaming
+        # model's stub unable to shut down (the server hit its exit timeout).
+        client.stop_stream(cancel_requests=not finished)
         client.close()
