@@ -23,7 +23,7 @@ from tests.deploy.dockerfile import ROOT
 ENTRYPOINT = ROOT / "docker" / "entrypoint.sh"
 FETCH_WEIGHTS = ROOT / "docker" / "fetch-weights.sh"
 HEALTH = ROOT / "docker" / "health.py"
-WAIT_S = 10.0
+WAIT_S = 60.0  # generous: a loaded 2-core CI machine starts Python slowly; waits end early
 SIGTERM_EXIT = 128 + signal.SIGTERM
 
 # Records its pid, arguments and environment, then waits for a signal like the real launcher.
