@@ -31,6 +31,10 @@ DEFAULT_WHEEL_HOME = Path(".cache/pytriton_wheel")
 DEFAULT_PORTS = {"http": 8000, "grpc": 8001, "metrics": 8002}
 READY_TIMEOUT_S = 600.0  # 7B weights can take minutes to load
 EXIT_TIMEOUT_S = 30  # in-flight requests get this long to finish after SIGTERM
+# Explicit: with "none" the repository is loaded once at start and the model control API (load,
+# unload) refuses every call, so a caller that reaches the ports cannot swap models. Extra
+# arguments may choose another mode (tests/reliability uses "explicit" to reload a dead stub).
+MODEL_CONTROL_MODE = "none"
 
 
 @dataclass(frozen=True)
@@ -100,6 +104,8 @@ class TritonServer:
         ]
         if not self.gpu:
             cmd.append(f"--model-config-name={CPU_CONFIG_NAME}")
+        if not any(arg.startswith("--model-control-mode") for arg in self.extra_args):
+            cmd.append(f"--model-control-mode={MODEL_CONTROL_MODE}")
         return cmd + self.extra_args
 
     def start(self) -> None:
