@@ -158,11 +158,13 @@ class ComposerHandler:
             self.last_stats = {}
             try:
                 results.append(self(inputs, progress[i] if progress else None))
-            except Cancelled as exc:
-                results.append(release_memory(exc))
+            except Cancelled as exc:  # its traceback holds the frames, and so the KV caches
+                results.append(exc.with_traceback(None))
             except Exception as exc:  # answered as an error of this request alone
                 results.append(exc)
             self.batch_stats.append(self.last_stats)
+        if any(isinstance(result, Cancelled) for result in results):
+            release_cached_memory()  # out of the except block: its traceback is gone now
         return results
 
     def __call__(self, inputs: Tensors, progress: Progress | None = None) -> Tensors:
@@ -195,11 +197,8 @@ class ComposerHandler:
         return MusicRequest(tags=tags, lyrics=lyrics, duration_s=duration, seed=seed)
 
 
-def release_memory(exc: Cancelled) -> Cancelled:
-    """Free what a cancelled composition held before the next request starts: its traceback
-    keeps the frames, and so the KV caches, alive; CUDA's cache keeps freed blocks reserved."""
-    exc = exc.with_traceback(None)
+def release_cached_memory() -> None:
+    """Give back what a cancelled composition held: CUDA's cache keeps freed blocks reserved."""
     gc.collect()
     if torch.cuda.is_initialized():
         torch.cuda.empty_cache()
-    return exc
