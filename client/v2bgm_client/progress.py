@@ -6,14 +6,17 @@ Shown only where stderr is a terminal, so pipes, logs and `--json` consumers see
 from __future__ import annotations
 
 import sys
+import textwrap
 from pathlib import Path
 from types import TracebackType
 
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, Progress, SpinnerColumn, TaskID, TextColumn
 
 from . import events
 
+CAPTION_CHARS = 100  # a model's caption can run long; the tags say more at a glance
 STAGE_NAMES = {
     events.QUEUED_STAGE: "waiting for the composer",
     "stage1": "composing (stage 1)",
@@ -46,7 +49,7 @@ class ProgressView:
             transient=True,
         )
         self.tasks: dict[str, TaskID] = {}
-        self.candidates: dict[str, int] = {}
+        self.started: dict[str, events.Started] = {}
 
     def __enter__(self) -> ProgressView:
         if self.enabled:
@@ -70,19 +73,22 @@ class ProgressView:
             self.tasks[name] = self.bars.add_task(f"{name}: starting", total=1.0, music="", eta="")
         task = self.tasks[name]
         if isinstance(event, events.Started):
-            self.candidates[name] = event.candidates
+            self.started[name] = event
             self.bars.update(task, description=f"{name}: watching the video", completed=0)
         elif isinstance(event, events.Captioned):
-            self.console.print(f"[bold]{name}[/]: {event.tags}  [dim]{event.caption}[/]")
+            caption = escape(textwrap.shorten(event.caption, CAPTION_CHARS, placeholder="…"))
+            self.console.print(f"[bold]{escape(name)}[/]: {escape(event.tags)}  [dim]{caption}[/]")
         elif isinstance(event, events.Progress):
-            of = self.candidates.get(name, 1)
+            started = self.started.get(name)
+            of = started.candidates if started else 1
             which = f" {event.candidate + 1}/{of}" if of > 1 else ""
             stage = STAGE_NAMES.get(event.stage, event.stage)
+            whole = f"/{started.duration_s:.1f}" if started else ""
             self.bars.update(
                 task,
                 description=f"{name}{which}: {stage}",
                 completed=event.fraction,
-                music=f"{event.music_s:.0f} s of music",
+                music=f"{event.music_s:.1f}{whole} s of music",
                 eta=_clock(event.eta_s),
             )
         elif isinstance(event, events.Done):

@@ -155,3 +155,26 @@ def test_batch_outputs_and_resuming(tmp_path):
     for path in outputs:
         path.write_bytes(b"done")
     assert is_done(outputs)
+
+
+def test_progress_view_shows_stage_candidate_music_and_eta():
+    import io
+
+    from rich.console import Console
+    from v2bgm_client.progress import ProgressView
+
+    screen = io.StringIO()
+    view = ProgressView(
+        enabled=True,
+        console=Console(file=screen, width=150, force_terminal=True, color_system=None),
+    )
+    with view:
+        view.update("clip.mp4", events.Started(seed=1, candidates=2, duration_s=30.0))
+        view.update("clip.mp4", events.Captioned("a [verse] of [bold]", "pop [x]", "", 0.1))
+        view.update("clip.mp4", events.Progress(1, "stage1", 0.5, 15.0, 20.0, 75.0))
+        view.bars.refresh()
+    text = screen.getvalue()
+    assert "clip.mp4: pop [x]  a [verse] of [bold]" in text  # brackets shown, not markup
+    assert "clip.mp4 2/2: composing (stage 1)" in text
+    assert "15.0/30.0 s of music" in text and "ETA 1:15" in text
+    assert ProgressView(enabled=False).enabled is False  # --quiet, or no terminal
