@@ -93,9 +93,19 @@ def wait_for(env: dict[str, str], line: str) -> list[str]:
     raise AssertionError(f"{line!r} never logged: {read_log(env)}")
 
 
+def _default_sigint() -> None:
+    # A test run started in the background inherits SIGINT ignored, and a shell cannot trap a
+    # signal ignored on entry: give the entrypoint the disposition a container's PID 1 has.
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def start(env: dict[str, str], *args: str) -> subprocess.Popen:
     return subprocess.Popen(
-        [str(ENTRYPOINT), *args], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE
+        [str(ENTRYPOINT), *args],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        preexec_fn=_default_sigint,
     )
 
 
