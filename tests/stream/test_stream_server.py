@@ -19,6 +19,7 @@ from v2bgm.serve import TritonServer
 pytestmark = pytest.mark.server
 WAIT_S = 600.0  # tiny models on a busy 2-core machine
 CANCEL_STOPS_WITHIN_S = 1.0
+MUSIC_S = 1.0  # short: every second of music is seconds of stage 1 here
 LONG_MUSIC_S = 120.0  # stage 1 runs for minutes: a cancel lands mid-stage-1
 
 
@@ -93,7 +94,7 @@ def series(values: dict[str, float], name: str, model: str, **labels: str) -> fl
 
 
 def test_events_arrive_in_order_with_their_content(stream):
-    stream.send(request(SEED=[41], CANDIDATES=[2], DURATION_S=[1.5]))
+    stream.send(request(SEED=[41], CANDIDATES=[2], DURATION_S=[MUSIC_S]))
     got = list(stream.events())
     kinds = [event["type"] for event, _ in got]
     # started, caption, then per candidate progress... audio, and done last.
@@ -104,38 +105,33 @@ def test_events_arrive_in_order_with_their_content(stream):
     assert set(kinds[audio_at[0] + 1 : audio_at[1]]) == {"progress"}
 
     started, caption = got[0][0], got[1][0]
-    assert started == {"type": "started", "seed": 41, "candidates": 2, "duration_s": 1.5}
+    assert started == {"type": "started", "seed": 41, "candidates": 2, "duration_s": MUSIC_S}
     assert caption["caption"].strip() and caption["tags"].strip() and caption["lyrics"] == ""
 
     for candidate, index in enumerate(audio_at):
         event, audio = got[index]
         assert (event["candidate"], event["seed"]) == (candidate, 41 + candidate)
-        assert audio.dtype == np.float32 and audio.shape == (1, round(1.5 * event["sample_rate"]))
-        assert np.abs(audio).max() > 0 and event["audio_s"] == pytest.approx(1.5)
+        assert audio.dtype == np.float32 and audio.shape == (
+            1,
+            round(MUSIC_S * event["sample_rate"]),
+        )
+        assert np.abs(audio).max() > 0 and event["audio_s"] == pytest.approx(MUSIC_S)
         assert set(event["timings"]) == {"stage1", "stage2", "decode"}
     first, second = got[audio_at[0]][1], got[audio_at[1]][1]
     assert not np.array_equal(first, second)  # two candidates, two soundtracks
 
     progress = [e for e, _ in got if e["type"] == "progress"]
     stages = [p["stage"] for p in progress if p["candidate"] == 0]
-    assert stages[0] == "queued" and "stage1" in stages and "stage2" in stages
+    assert stages[0] in ("queued", "stage1") and "stage1" in stages  # others may be too quick
     order = {"queued": 0, "stage1": 1, "stage2": 2, "decode": 3}
     assert [order[s] for s in stages] == sorted(order[s] for s in stages)
     for p in progress:
         assert 0.0 <= p["fraction"] <= 1.0
-        assert p["music_s"] == pytest.approx(p["fraction"] * 1.5)
+        assert p["music_s"] == pytest.approx(p["fraction"] * MUSIC_S)
     # The second candidate has the first one's stage costs to go by.
     assert any(p["eta_s"] is not None and p["eta_s"] >= 0 for p in progress if p["candidate"] == 1)
     done = got[-1][0]
     assert {"captioning", "stage1", "stage2", "decode", "total"} <= set(done["timings"])
-
-
-def test_the_video_length_is_the_default_duration(stream):
-    stream.send(request(frames=2, SEED=[5]))  # 2 frames at 1 frame/s
-    got = list(stream.events())
-    assert got[0][0]["duration_s"] == 2.0
-    audio_event, audio = next((e, a) for e, a in got if e["type"] == "audio")
-    assert audio.shape[1] == 2 * audio_event["sample_rate"]
 
 
 @pytest.mark.parametrize(
@@ -170,10 +166,14 @@ def test_cancel_mid_stage1_stops_frees_and_serves_the_next(grpc_url, server):
 
     fresh = Stream(grpc_url)
     try:
-        fresh.send(request(SEED=[2], DURATION_S=[1.0]))
-        assert [e["type"] for e, _ in fresh.events()][-2:] == ["audio", "done"]
+        fresh.send(request(frames=1, SEED=[2]))  # no DURATION_S: the video's, 1 frame at 1/s
+        got = list(fresh.events())
     finally:
         fresh.close()
+    assert got[0][0]["duration_s"] == 1.0
+    (composed, audio), done = got[-2], got[-1]
+    assert (composed["type"], done[0]["type"]) == ("audio", "done")
+    assert audio.shape == (1, composed["sample_rate"])
 
     after = metrics(server)
     for model in (api.STREAM_MODEL, api.CAPTIONER_MODEL, api.COMPOSER_MODEL, api.PIPELINE_MODEL):
