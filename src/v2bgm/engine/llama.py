@@ -1,0 +1,209 @@
+"""A Llama forward over fixed-size KV-cache slots: the one model both YuE stages run on.
+
+`transformers`' Llama allocates its cache per `generate` call and keeps Python between kernels;
+here the weights of a loaded `LlamaForCausalLM` are taken as they are (q/k/v and gate/up fused
+into one matrix each, so a decoding step is a few large GEMMs), and every sequence in flight owns
+a slot of a preallocated cache. Row `i` of a forward call is slot `first_slot + i` of its pool,
+so a decode step reads the cache through views and every shape is fixed: the step can be
+captured once as a CUDA graph (`graphs.py`) and replayed for any requests occupying the slots.
+
+The arithmetic follows `transformers`' Llama (RMSNorm in fp32, rotary tables from the model's
+own rotary embedding, SDPA with the model's scaling), so greedy tokens equal the reference's.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from transformers import PreTrainedModel
+
+
+class KVPool:
+    """Keys and values of `slots` sequences of up to `length` positions, for every layer."""
+
+    def __init__(
+        self,
+        layers: int,
+        slots: int,
+        kv_heads: int,
+        length: int,
+        head_dim: int,
+        dtype: torch.dtype,
+        device: torch.device,
+    ) -> None:
+        shape = (layers, slots, kv_heads, length, head_dim)
+        self.k = torch.zeros(shape, dtype=dtype, device=device)
+        self.v = torch.zeros(shape, dtype=dtype, device=device)
+        self.slots, self.length = slots, length
+
+    @property
+    def nbytes(self) -> int:
+        return 2 * self.k.numel() * self.k.element_size()
+
+
+@dataclass(frozen=True)
+class Part:
+    """Consecutive rows of a forward call that live in one pool: slots `first`..`first+rows-1`,
+    attending over the first `kv_len` positions of their slots."""
+
+    pool: KVPool
+    first: int
+    rows: int
+    kv_len: int
+
+
+@dataclass
+class _Layer:
+    norm1: torch.Tensor
+    qkv: torch.Tensor  # [(H + 2 Hkv) D, hidden]
+    o: torch.Tensor
+    norm2: torch.Tensor
+    gate_up: torch.Tensor  # [2 F, hidden]
+    down: torch.Tensor
+
+
+class StaticLlama:
+    """Holds a `LlamaForCausalLM`'s weights (shared, not copied, where they need no fusing)."""
+
+    def __init__(self, model: PreTrainedModel, max_positions: int | None = None) -> None:
+        config = model.config
+        self.config = config
+        self.device = model.device
+        self.dtype = model.dtype
+        self.heads = config.num_attention_heads
+        self.kv_heads = config.num_key_value_heads
+        self.head_dim = getattr(config, "head_dim", None) or config.hidden_size // self.heads
+        self.eps = config.rms_norm_eps
+        self.vocab_size = config.vocab_size
+        self.max_positions = max_positions or config.max_position_embeddings
+        inner = model.model
+        self.embed = inner.embed_tokens.weight
+        self.layers = []
+        for layer in inner.layers:
+            attn, mlp = layer.self_attn, layer.mlp
+            if any(getattr(p, "bias", None) is not None for p in (attn.q_proj, mlp.gate_proj)):
+                raise ValueError("biased projections are not supported (YuE has none)")
+            self.layers.append(
+                _Layer(
+                    norm1=layer.input_layernorm.weight,
+                    qkv=torch.cat(
+                        [attn.q_proj.weight, attn.k_proj.weight, attn.v_proj.weight]
+                    ).contiguous(),
+                    o=attn.o_proj.weight,
+                    norm2=layer.post_attention_layernorm.weight,
+                    gate_up=torch.cat([mlp.gate_proj.weight, mlp.up_proj.weight]).contiguous(),
+                    down=mlp.down_proj.weight,
+                )
+            )
+        self.norm = inner.norm.weight
+        self.lm_head = model.lm_head.weight
+        self.scaling = self.head_dim**-0.5
+        self.cos, self.sin = _rotary_tables(model, self.max_positions)
+
+    def pool(self, slots: int, length: int) -> KVPool:
+        return KVPool(
+            len(self.layers),
+            slots,
+            self.kv_heads,
+            length,
+            self.head_dim,
+            self.dtype,
+            self.device,
+        )
+
+    def forward(
+        self, tokens: torch.Tensor, positions: torch.Tensor, parts: list[Part]
+    ) -> torch.Tensor:
+        """tokens, positions [R, T] -> fp32 logits of each row's last position [R, V].
+
+        Writes every row's keys/values at its positions, then attends over its slot's first
+        `kv_len` positions up to its own position (a key at j is seen from position p iff j <= p,
+        so whatever a slot holds beyond a row's position is never read)."""
+        rows, length = tokens.shape
+        h = F.embedding(tokens, self.embed)
+        cos, sin = self.cos[positions][:, None], self.sin[positions][:, None]  # [R, 1, T, D]
+        masks = [self._mask(positions, part, start) for part, start in _starts(parts)]
+        hq, hkv, d = self.heads, self.kv_heads, self.head_dim
+        for index, layer in enumerate(self.layers):
+            x = _rms_norm(h, layer.norm1, self.eps)
+            qkv = F.linear(x, layer.qkv).view(rows, length, hq + 2 * hkv, d).transpose(1, 2)
+            q, k, v = qkv.split([hq, hkv, hkv], dim=1)  # [R, heads, T, D]
+            q, k = _rope(q, cos, sin), _rope(k, cos, sin)
+            out = torch.empty((rows, hq, length, d), dtype=h.dtype, device=h.device)
+            for (part, start), mask in zip(_starts(parts), masks, strict=True):
+                sl = slice(start, start + part.rows)
+                out[sl] = self._attend(index, part, q[sl], k[sl], v[sl], positions[sl], mask)
+            attn = out.transpose(1, 2).reshape(rows, length, hq * d)
+            h = h + F.linear(attn, layer.o)
+            x = _rms_norm(h, layer.norm2, self.eps)
+            gate, up = F.linear(x, layer.gate_up).chunk(2, dim=-1)
+            h = h + F.linear(F.silu(gate) * up, layer.down)
+        h = _rms_norm(h[:, -1], self.norm, self.eps)
+        return F.linear(h, self.lm_head).float()
+
+    def _mask(self, positions: torch.Tensor, part: Part, start: int) -> torch.Tensor:
+        """[rows, 1, G*T, kv_len] bool: query rows of one KV head's group see keys j <= p."""
+        pos = positions[start : start + part.rows]  # [rows, T]
+        keys = torch.arange(part.kv_len, device=pos.device)
+        seen = keys[None, None, :] <= pos[:, :, None]  # [rows, T, kv]
+        group = self.heads // self.kv_heads
+        return seen[:, None].expand(-1, group, -1, -1).reshape(part.rows, 1, -1, part.kv_len)
+
+    def _attend(
+        self,
+        layer: int,
+        part: Part,
+        q: torch.Tensor,
+        k: torch.Tensor,
+        v: torch.Tensor,
+        positions: torch.Tensor,
+        mask: torch.Tensor,
+    ) -> torch.Tensor:
+        pool, rows, length = part.pool, part.rows, q.shape[2]
+        slots = torch.arange(part.first, part.first + rows, device=q.device)
+        heads = torch.arange(self.kv_heads, device=q.device)
+        index = (slots[:, None, None], heads[None, :, None], positions[:, None, :])
+        pool.k[layer].index_put_(index, k)
+        pool.v[layer].index_put_(index, v)
+        keys = pool.k[layer, part.first : part.first + rows, :, : part.kv_len]
+        values = pool.v[layer, part.first : part.first + rows, :, : part.kv_len]
+        group = self.heads // self.kv_heads
+        # GQA without repeating the cache: a KV head's G query heads become G*T query rows.
+        grouped = q.reshape(rows, self.kv_heads, group * length, self.head_dim)
+        out = F.scaled_dot_product_attention(
+            grouped, keys, values, attn_mask=mask, scale=self.scaling
+        )
+        return out.reshape(rows, self.heads, length, self.head_dim)
+
+
+def _starts(parts: list[Part]) -> list[tuple[Part, int]]:
+    out, start = [], 0
+    for part in parts:
+        out.append((part, start))
+        start += part.rows
+    return out
+
+
+def _rms_norm(x: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor:
+    """`LlamaRMSNorm`: statistics in fp32, scaled in the input dtype."""
+    dtype = x.dtype
+    x = x.float()
+    x = x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + eps)
+    return weight * x.to(dtype)
+
+
+def _rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    half = x.shape[-1] // 2
+    rotated = torch.cat((-x[..., half:], x[..., :half]), dim=-1)
+    return x * cos + rotated * sin
+
+
+def _rotary_tables(model: PreTrainedModel, positions: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """cos/sin [positions, D] from the model's own rotary embedding (its theta and scaling)."""
+    probe = torch.zeros(1, dtype=model.dtype, device=model.device)
+    ids = torch.arange(positions, device=model.device)[None]
+    with torch.no_grad():
+        cos, sin = model.model.rotary_emb(probe, ids)
+    return cos[0].contiguous(), sin[0].contiguous()
