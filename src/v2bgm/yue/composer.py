@@ -5,6 +5,9 @@ Decoding follows YuE's `infer.py`: each track's codes give 16 kHz audio (X-Codec
 the 16 kHz mix gives the low band and the 44.1 kHz mix (clamped to ±0.99) the high band of the
 result (`postprocess.recombine`). Background music is the instrumental track alone; with lyrics
 the vocal track is added.
+
+Both LM stages run on the static engine (`v2bgm.engine`: KV-cache slots, CUDA graphs, CFG in one
+batched step) by default; `engine=False` keeps `transformers`' `generate`, the reference path.
 """
 
 from __future__ import annotations
@@ -20,6 +23,9 @@ from transformers import AutoModelForCausalLM, XcodecModel
 from v2bgm import checkpoints
 from v2bgm.composer import Music, MusicRequest, Progress, StageStats
 from v2bgm.devices import model_dtype
+from v2bgm.engine.llama import StaticLlama
+from v2bgm.engine.stage1 import Stage1Engine
+from v2bgm.engine.stage2 import Stage2Engine
 from v2bgm.yue import tokens
 from v2bgm.yue.codec import XcodecDecoder
 from v2bgm.yue.postprocess import recombine
@@ -34,7 +40,11 @@ CLAMP = 0.99  # infer.py's save_audio limit
 
 class YuEComposer:
     def __init__(
-        self, stage1: Stage1, stage2: Stage2, codec: XcodecDecoder, upsampler: Upsampler
+        self,
+        stage1: Stage1 | Stage1Engine,
+        stage2: Stage2 | Stage2Engine,
+        codec: XcodecDecoder,
+        upsampler: Upsampler,
     ) -> None:
         self.stage1 = stage1
         self.stage2 = stage2
@@ -43,19 +53,22 @@ class YuEComposer:
         self.sample_rate = SAMPLE_RATE
 
     @classmethod
-    def from_pretrained(cls, root: str | Path, device: str = "cpu") -> YuEComposer:
+    def from_pretrained(
+        cls, root: str | Path, device: str = "cpu", engine: bool = True, slots: int = 16
+    ) -> YuEComposer:
+        """`slots`: stage-1 requests the engine decodes side by side."""
         root = Path(root)
         dtype = model_dtype(device)
         s1 = AutoModelForCausalLM.from_pretrained(root / checkpoints.YUE_STAGE1, dtype=dtype)
         s2 = AutoModelForCausalLM.from_pretrained(root / checkpoints.YUE_STAGE2, dtype=dtype)
-        xcodec = XcodecModel.from_pretrained(root / checkpoints.XCODEC, dtype=torch.float32)
+        s1, s2 = s1.to(device).eval(), s2.to(device).eval()
         tokenizer = YuETokenizer(root / checkpoints.YUE_TOKENIZER)
-        return cls(
-            Stage1(s1.to(device).eval(), tokenizer),
-            Stage2(s2.to(device).eval()),
-            XcodecDecoder(xcodec.to(device).eval()),
-            Upsampler.from_pretrained(root / checkpoints.YUE_VOCODER, device),
-        )
+        stage1: Stage1 | Stage1Engine = Stage1(s1, tokenizer)
+        stage2: Stage2 | Stage2Engine = Stage2(s2)
+        if engine:
+            stage1 = Stage1Engine(StaticLlama(s1), tokenizer, slots=slots)
+            stage2 = Stage2Engine(StaticLlama(s2))
+        return cls(stage1, stage2, *load_decoder(root, device))
 
     def compose(self, request: MusicRequest, progress: Progress | None = None) -> Music:
         frames = math.ceil(request.duration_s * tokens.FRAME_RATE)
@@ -69,30 +82,47 @@ class YuEComposer:
         tracks = {"instrumental": out1.instrumental}
         if not instrumental_only:
             tracks["vocal"] = out1.vocal
-        stage2_s = decode_s = 0.0
-        low: dict[str, np.ndarray] = {}  # 16 kHz, per track
-        stems: dict[str, np.ndarray] = {}  # 44.1 kHz, per track
-        for name, codes0 in tracks.items():
-            t0 = time.perf_counter()
-            codes = self.stage2.fill(codes0, progress=progress)
-            t1 = time.perf_counter()
-            low[name] = np.clip(self.codec.decode(codes), -CLAMP, CLAMP)
-            stems[name] = self.upsampler(self.codec.embeddings(codes), track=name)[0]
-            stage2_s, decode_s = stage2_s + t1 - t0, decode_s + time.perf_counter() - t1
-            if progress is not None:
-                progress("decode", len(stems) / len(tracks))
         t0 = time.perf_counter()
-        high_mix = np.clip(sum(stems.values()), -CLAMP, CLAMP)
-        audio = recombine(sum(low.values()), high_mix)
+        codes = self._stage2(list(tracks.values()), progress)
+        t1 = time.perf_counter()
+        audio, stems = self.decode(dict(zip(tracks, codes, strict=True)), progress)
         n_samples = round(request.duration_s * self.sample_rate)
         audio = fade_out(fit_length(audio, n_samples), self.sample_rate)
         stems = {name: fit_length(stem, n_samples) for name, stem in stems.items()}
         stats = {
             "stage1": StageStats(stage1_s, out1.tokens),
-            "stage2": StageStats(stage2_s, len(tracks) * frames * (tokens.STAGE2_CODEBOOKS - 1)),
-            "decode": StageStats(decode_s + time.perf_counter() - t0),
+            "stage2": StageStats(t1 - t0, len(tracks) * frames * (tokens.STAGE2_CODEBOOKS - 1)),
+            "decode": StageStats(time.perf_counter() - t1),
         }
         return Music(audio.astype(np.float32), self.sample_rate, stems, stats)
+
+    def _stage2(self, tracks: list[np.ndarray], progress: Progress | None) -> list[np.ndarray]:
+        if isinstance(self.stage2, Stage2Engine):  # every track's chunks in the same steps
+            return self.stage2.fill_many(tracks, progress)
+        return [self.stage2.fill(codes0, progress=progress) for codes0 in tracks]
+
+    def decode(
+        self, codes: dict[str, np.ndarray], progress: Progress | None = None
+    ) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+        """Codes [8, T] per track -> the 44.1 kHz mix and each track's 44.1 kHz stem."""
+        low: dict[str, np.ndarray] = {}  # 16 kHz, per track
+        stems: dict[str, np.ndarray] = {}  # 44.1 kHz, per track
+        for name, track in codes.items():
+            low[name] = np.clip(self.codec.decode(track), -CLAMP, CLAMP)
+            stems[name] = self.upsampler(self.codec.embeddings(track), track=name)[0]
+            if progress is not None:
+                progress("decode", len(stems) / len(codes))
+        high_mix = np.clip(sum(stems.values()), -CLAMP, CLAMP)
+        return recombine(sum(low.values()), high_mix), stems
+
+
+def load_decoder(root: Path, device: str) -> tuple[XcodecDecoder, Upsampler]:
+    """X-Codec (fp32) and YuE's 44.1 kHz vocoder."""
+    xcodec = XcodecModel.from_pretrained(root / checkpoints.XCODEC, dtype=torch.float32)
+    return (
+        XcodecDecoder(xcodec.to(device).eval()),
+        Upsampler.from_pretrained(root / checkpoints.YUE_VOCODER, device),
+    )
 
 
 def fit_length(audio: np.ndarray, n_samples: int) -> np.ndarray:

@@ -1,0 +1,213 @@
+"""YuE's stages on the static engine against the `generate` path and the weight-streaming floor,
+all in one process on one device, as a JSON report.
+
+    python -m v2bgm.bench.engine --weights models/full --device cuda
+
+- floor: every stage-1 weight matrix read once per step (batch-2 GEMVs, one CUDA graph): the
+  fastest a CFG step of one request can be on this card;
+- reference: `Stage1.generate` (`transformers` `generate` with CFG, as YuE's infer.py calls it);
+- engine: `Stage1Engine` with 1, 4 and 16 requests decoding together (CFG, sampling);
+- stage 2 for N seconds of music (one track, and both tracks), X-Codec + vocoder for N seconds;
+- parity: greedy tokens of the engine against the generate path on the same weights.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from transformers import AutoModelForCausalLM
+
+from v2bgm import checkpoints
+from v2bgm.devices import model_dtype
+from v2bgm.engine.llama import StaticLlama
+from v2bgm.engine.stage1 import Stage1Engine, Stage1Job
+from v2bgm.engine.stage2 import Stage2Engine
+from v2bgm.yue import tokens
+from v2bgm.yue.stage1 import Stage1, Stage1Settings
+from v2bgm.yue.tokenizer import YuETokenizer
+
+TAGS = "cinematic orchestral piano uplifting"
+SECTIONS = tokens.split_sections(tokens.INSTRUMENTAL_LYRICS)
+
+
+class Clock:
+    def __init__(self, device: torch.device) -> None:
+        self.device = device
+
+    def __enter__(self) -> Clock:
+        self.sync()
+        self.start = time.perf_counter()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.sync()
+        self.seconds = time.perf_counter() - self.start
+
+    def sync(self) -> None:
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+
+
+@torch.inference_mode()
+def floor_ms(model, device: torch.device, steps: int = 50) -> float | None:
+    """ms to read every weight matrix once with a batch of 2 (cond + uncond), in one graph."""
+    if device.type != "cuda":
+        return None
+    mats = [p for name, p in model.named_parameters() if p.ndim == 2 and "embed" not in name]
+    inputs = {m.shape[1]: torch.randn(2, m.shape[1], dtype=m.dtype, device=device) for m in mats}
+    outs = [torch.empty(2, m.shape[0], dtype=m.dtype, device=device) for m in mats]
+
+    def read_all() -> None:
+        for m, out in zip(mats, outs, strict=True):
+            torch.matmul(inputs[m.shape[1]], m.t(), out=out)
+
+    side = torch.cuda.Stream()
+    with torch.cuda.stream(side):
+        read_all()
+    torch.cuda.current_stream().wait_stream(side)
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        read_all()
+    with Clock(device) as clock:
+        for _ in range(steps):
+            graph.replay()
+    return 1000 * clock.seconds / steps
+
+
+def settings_for(new_tokens: int, greedy: bool = False) -> Stage1Settings:
+    """Exactly `new_tokens` per request: one segment, <EOA> blocked until its end."""
+    return Stage1Settings(
+        max_segment_tokens=new_tokens, min_segment_tokens=new_tokens, do_sample=not greedy
+    )
+
+
+@torch.inference_mode()
+def reference_rate(model, tokenizer, new_tokens: int, device: torch.device) -> dict:
+    stage1 = Stage1(model, tokenizer, settings_for(new_tokens))
+    with Clock(device) as clock:
+        out = stage1.generate(TAGS, SECTIONS, new_tokens // 2, seed=0)
+    return {
+        "tokens": out.tokens,
+        "seconds": clock.seconds,
+        "tokens_per_s": out.tokens / clock.seconds,
+    }
+
+
+@torch.inference_mode()
+def engine_rate(engine: Stage1Engine, batch: int, new_tokens: int, device: torch.device) -> dict:
+    jobs = [Stage1Job(TAGS, SECTIONS, new_tokens // 2, seed) for seed in range(batch)]
+    engine.run([Stage1Job(TAGS, SECTIONS, 8, seed) for seed in range(batch)])  # warm prefill
+    with Clock(device) as clock:
+        engine.run(jobs)
+    made = sum(job.result.tokens for job in jobs)
+    return {
+        "requests": batch,
+        "tokens": made,
+        "seconds": clock.seconds,
+        "tokens_per_s_total": made / clock.seconds,
+        "tokens_per_s_per_request": made / batch / clock.seconds,
+        "ms_per_step": 1000 * clock.seconds / (made / batch),
+    }
+
+
+@torch.inference_mode()
+def parity(model, engine_model, tokenizer, new_tokens: int) -> dict:
+    """Greedy tokens of both paths on these weights: how many agree before the first mismatch
+    (bf16 rounding differs between the two paths' kernels, and random weights give flat
+    distributions, so a near-tie can flip late; fp32 tiny models agree exactly in make test)."""
+    s = settings_for(new_tokens, greedy=True)
+    expected = Stage1(model, tokenizer, s).generate(TAGS, SECTIONS, new_tokens // 2, seed=0).ids
+    got = (
+        Stage1Engine(engine_model, tokenizer, s, slots=1)
+        .generate(TAGS, SECTIONS, new_tokens // 2, seed=0)
+        .ids
+    )
+    n = min(len(got), len(expected))
+    mismatch = np.flatnonzero(got[:n] != expected[:n])
+    prompt = len(expected) - new_tokens - 1
+    agree = (mismatch[0] if len(mismatch) else n) - prompt
+    return {
+        "generated": new_tokens,
+        "equal_prefix": int(min(agree, new_tokens)),
+        "identical": not len(mismatch),
+    }
+
+
+@torch.inference_mode()
+def stage2_seconds(engine: Stage2Engine, seconds: float, tracks: int, device) -> dict:
+    rng = np.random.default_rng(0)
+    frames = math.ceil(seconds * tokens.FRAME_RATE)
+    codes = [rng.integers(0, tokens.CODEBOOK_SIZE, frames) for _ in range(tracks)]
+    engine.fill_many([c[: tokens.STAGE2_CHUNK_FRAMES] for c in codes])  # warm-up: graphs
+    with Clock(device) as clock:
+        engine.fill_many(codes)
+    return {"music_s": seconds, "tracks": tracks, "seconds": clock.seconds}
+
+
+@torch.inference_mode()
+def decode_seconds(weights: Path, seconds: float, device: str) -> dict:
+    from v2bgm.yue.composer import YuEComposer, load_decoder
+
+    composer = YuEComposer(None, None, *load_decoder(weights, device))  # type: ignore[arg-type]
+    rng = np.random.default_rng(0)
+    codes = rng.integers(0, tokens.CODEBOOK_SIZE, (8, math.ceil(seconds * tokens.FRAME_RATE)))
+    composer.decode({"instrumental": codes})  # warm-up
+    with Clock(torch.device(device)) as clock:
+        audio, _ = composer.decode({"instrumental": codes})
+    return {"music_s": seconds, "seconds": clock.seconds, "samples": len(audio)}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--weights", type=Path, default=Path("models/full"))
+    parser.add_argument("--device", default="cuda")
+    parser.add_argument("--tokens", type=int, default=256, help="new tokens per request")
+    parser.add_argument("--reference-tokens", type=int, default=64)
+    parser.add_argument("--batches", type=int, nargs="+", default=[1, 4, 16])
+    parser.add_argument("--music-s", type=float, default=30.0)
+    parser.add_argument("--out", type=Path, help="also write the JSON report here")
+    args = parser.parse_args(argv)
+    device = torch.device(args.device)
+    dtype = model_dtype(args.device)
+    tokenizer = YuETokenizer(args.weights / checkpoints.YUE_TOKENIZER)
+    report: dict = {
+        "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
+    }
+    s1 = AutoModelForCausalLM.from_pretrained(args.weights / checkpoints.YUE_STAGE1, dtype=dtype)
+    s1 = s1.to(device).eval()
+    static1 = StaticLlama(s1)
+    report["floor_ms_per_cfg_step"] = floor_ms(s1, device)
+    if report["floor_ms_per_cfg_step"]:
+        report["floor_tokens_per_s"] = 1000 / report["floor_ms_per_cfg_step"]
+    report["reference"] = reference_rate(s1, tokenizer, args.reference_tokens, device)
+    engine = Stage1Engine(static1, tokenizer, settings_for(args.tokens), slots=max(args.batches))
+    report["engine"] = [engine_rate(engine, b, args.tokens, device) for b in args.batches]
+    report["engine_graphs"] = len(engine.graphs)
+    one = report["engine"][0]["tokens_per_s_per_request"]
+    report["speedup_vs_reference"] = one / report["reference"]["tokens_per_s"]
+    if report.get("floor_tokens_per_s"):
+        report["fraction_of_floor"] = one / report["floor_tokens_per_s"]
+    report["parity_greedy"] = parity(s1, static1, tokenizer, 64)
+    report["stage1_kv_cache_gib"] = (engine.cond.nbytes + engine.uncond.nbytes) / 2**30
+    del engine
+    s2 = AutoModelForCausalLM.from_pretrained(args.weights / checkpoints.YUE_STAGE2, dtype=dtype)
+    stage2 = Stage2Engine(StaticLlama(s2.to(device).eval()))
+    report["stage2"] = [stage2_seconds(stage2, args.music_s, t, device) for t in (1, 2)]
+    report["decode"] = decode_seconds(args.weights, args.music_s, args.device)
+    if device.type == "cuda":
+        report["peak_memory_gib"] = torch.cuda.max_memory_allocated(device) / 2**30
+    text = json.dumps(report, indent=2)
+    print(text)
+    if args.out:
+        args.out.write_text(text + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
