@@ -117,6 +117,39 @@ def engine_rate(engine: Stage1Engine, batch: int, new_tokens: int, device: torch
 
 
 @torch.inference_mode()
+def kernel_profile(engine: Stage1Engine, steps: int = 3, top: int = 10) -> dict:
+    """Kernels of eager decoding steps of one request (graphs off: the profiler sees each)."""
+    from torch.profiler import ProfilerActivity, profile
+
+    engine.add(Stage1Job(TAGS, SECTIONS, 64, 0))
+    engine.graphs.enabled = False
+    engine.step()  # warm
+    with profile(activities=[ProfilerActivity.CUDA]) as prof:
+        for _ in range(steps):
+            engine.step()
+    torch.cuda.synchronize()
+    engine.graphs.enabled = True
+    for job in list(engine.jobs):
+        if job is not None:
+            engine._release(job)
+    events = [e for e in prof.key_averages() if e.device_type.name == "CUDA"]
+    events.sort(key=lambda e: e.device_time_total, reverse=True)
+    total_us = sum(e.device_time_total for e in events) / steps
+    return {
+        "kernels_per_step": sum(e.count for e in events) / steps,
+        "gpu_ms_per_step": total_us / 1000,
+        "top": [
+            {
+                "name": e.key[:80],
+                "per_step": e.count / steps,
+                "us_per_step": e.device_time_total / steps,
+            }
+            for e in events[:top]
+        ],
+    }
+
+
+@torch.inference_mode()
 def parity(model, engine_model, tokenizer, new_tokens: int) -> dict:
     """Greedy tokens of both paths on these weights: how many agree before the first mismatch
     (bf16 rounding differs between the two paths' kernels, and random weights give flat
@@ -172,6 +205,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--batches", type=int, nargs="+", default=[1, 4, 16])
     parser.add_argument("--music-s", type=float, default=30.0)
     parser.add_argument("--out", type=Path, help="also write the JSON report here")
+    parser.add_argument(
+        "--parity-fp32", type=int, default=0, metavar="N",
+        help="also compare N greedy tokens with the stage-1 weights in fp32",
+    )  # fmt: skip
     args = parser.parse_args(argv)
     device = torch.device(args.device)
     dtype = model_dtype(args.device)
@@ -193,9 +230,31 @@ def main(argv: list[str] | None = None) -> int:
     report["speedup_vs_reference"] = one / report["reference"]["tokens_per_s"]
     if report.get("floor_tokens_per_s"):
         report["fraction_of_floor"] = one / report["floor_tokens_per_s"]
-    report["parity_greedy"] = parity(s1, static1, tokenizer, 64)
     report["stage1_kv_cache_gib"] = (engine.cond.nbytes + engine.uncond.nbytes) / 2**30
+    if device.type == "cuda":
+        report["profile_eager_step_batch1"] = kernel_profile(engine)
+        eager = Stage1Engine(
+            StaticLlama(s1, compile=False), tokenizer, settings_for(args.tokens), slots=1
+        )
+        report["engine_without_compile_batch1"] = engine_rate(eager, 1, args.tokens, device)
+        del eager
     del engine
+    report["parity_greedy_bf16"] = parity(s1, static1, tokenizer, 64)
+    if args.parity_fp32:  # the same weights in fp32: rounding no longer decides near-ties
+        del s1, static1
+        torch.cuda.empty_cache()
+        s1 = (
+            AutoModelForCausalLM.from_pretrained(
+                args.weights / checkpoints.YUE_STAGE1, dtype=torch.float32
+            )
+            .to(device)
+            .eval()
+        )
+        report["parity_greedy_fp32"] = parity(
+            s1, StaticLlama(s1, compile=False), tokenizer, args.parity_fp32
+        )
+        del s1
+        torch.cuda.empty_cache()
     s2 = AutoModelForCausalLM.from_pretrained(args.weights / checkpoints.YUE_STAGE2, dtype=dtype)
     stage2 = Stage2Engine(StaticLlama(s2.to(device).eval()))
     report["stage2"] = [stage2_seconds(stage2, args.music_s, t, device) for t in (1, 2)]

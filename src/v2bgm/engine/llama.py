@@ -13,11 +13,14 @@ own rotary embedding, SDPA with the model's scaling), so greedy tokens equal the
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from transformers import PreTrainedModel
+
+COMPILE_ENV = "V2BGM_COMPILE"  # "0": no torch.compile on the GPU (eager kernels, slower)
 
 
 class KVPool:
@@ -67,7 +70,13 @@ class _Layer:
 class StaticLlama:
     """Holds a `LlamaForCausalLM`'s weights (shared, not copied, where they need no fusing)."""
 
-    def __init__(self, model: PreTrainedModel, max_positions: int | None = None) -> None:
+    def __init__(
+        self,
+        model: PreTrainedModel,
+        max_positions: int | None = None,
+        compile: bool | None = None,
+    ) -> None:
+        """`compile`: fuse with torch.compile (default: on a GPU unless V2BGM_COMPILE=0)."""
         config = model.config
         self.config = config
         self.device = model.device
@@ -88,12 +97,10 @@ class StaticLlama:
             self.layers.append(
                 _Layer(
                     norm1=layer.input_layernorm.weight,
-                    qkv=torch.cat(
-                        [attn.q_proj.weight, attn.k_proj.weight, attn.v_proj.weight]
-                    ).contiguous(),
+                    qkv=_fuse([attn.q_proj, attn.k_proj, attn.v_proj]),
                     o=attn.o_proj.weight,
                     norm2=layer.post_attention_layernorm.weight,
-                    gate_up=torch.cat([mlp.gate_proj.weight, mlp.up_proj.weight]).contiguous(),
+                    gate_up=_fuse([mlp.gate_proj, mlp.up_proj]),
                     down=mlp.down_proj.weight,
                 )
             )
@@ -101,6 +108,16 @@ class StaticLlama:
         self.lm_head = model.lm_head.weight
         self.scaling = self.head_dim**-0.5
         self.cos, self.sin = _rotary_tables(model, self.max_positions)
+        # On a GPU the element-wise work around the GEMMs is fused by torch.compile (one
+        # compilation, dynamic shapes): a decoding step is launch-bound without it. The CPU runs
+        # the same functions eagerly, where the tests pin them to `transformers`' tokens.
+        self._pre, self._post = _pre_attention, _post_attention
+        if compile is None:
+            compile = self.device.type == "cuda" and os.environ.get(COMPILE_ENV, "1") != "0"
+        self.compiled = compile
+        if compile:
+            self._pre = torch.compile(_pre_attention, dynamic=True, fullgraph=True)
+            self._post = torch.compile(_post_attention, dynamic=True, fullgraph=True)
 
     def pool(self, slots: int, length: int) -> KVPool:
         return KVPool(
@@ -121,26 +138,24 @@ class StaticLlama:
         Writes every row's keys/values at its positions, then attends over its slot's first
         `kv_len` positions up to its own position (a key at j is seen from position p iff j <= p,
         so whatever a slot holds beyond a row's position is never read)."""
-        rows, length = tokens.shape
         h = F.embedding(tokens, self.embed)
+        delta = torch.zeros_like(h)  # each layer's MLP output, added at the next layer's start
         cos, sin = self.cos[positions][:, None], self.sin[positions][:, None]  # [R, 1, T, D]
-        masks = [self._mask(positions, part, start) for part, start in _starts(parts)]
-        hq, hkv, d = self.heads, self.kv_heads, self.head_dim
+        spans = _starts(parts)
+        masks = [self._mask(positions, part, start) for part, start in spans]
+        shape = (self.heads, self.kv_heads, self.head_dim, self.eps)
         for index, layer in enumerate(self.layers):
-            x = _rms_norm(h, layer.norm1, self.eps)
-            qkv = F.linear(x, layer.qkv).view(rows, length, hq + 2 * hkv, d).transpose(1, 2)
-            q, k, v = qkv.split([hq, hkv, hkv], dim=1)  # [R, heads, T, D]
-            q, k = _rope(q, cos, sin), _rope(k, cos, sin)
-            out = torch.empty((rows, hq, length, d), dtype=h.dtype, device=h.device)
-            for (part, start), mask in zip(_starts(parts), masks, strict=True):
-                sl = slice(start, start + part.rows)
-                out[sl] = self._attend(index, part, q[sl], k[sl], v[sl], positions[sl], mask)
-            attn = out.transpose(1, 2).reshape(rows, length, hq * d)
-            h = h + F.linear(attn, layer.o)
-            x = _rms_norm(h, layer.norm2, self.eps)
-            gate, up = F.linear(x, layer.gate_up).chunk(2, dim=-1)
-            h = h + F.linear(F.silu(gate) * up, layer.down)
-        h = _rms_norm(h[:, -1], self.norm, self.eps)
+            h, q, k, v = self._pre(h, delta, layer.norm1, layer.qkv, cos, sin, *shape)
+            outs = [
+                self._attend(index, part, q[sl], k[sl], v[sl], positions[sl], mask)
+                for (part, start), mask in zip(spans, masks, strict=True)
+                for sl in [slice(start, start + part.rows)]
+            ]
+            attn = outs[0] if len(outs) == 1 else torch.cat(outs)
+            h, delta = self._post(
+                h, attn, layer.o, layer.norm2, layer.gate_up, layer.down, self.eps
+            )
+        h = _rms_norm((h + delta)[:, -1], self.norm, self.eps)
         return F.linear(h, self.lm_head).float()
 
     def _mask(self, positions: torch.Tensor, part: Part, start: int) -> torch.Tensor:
@@ -176,6 +191,57 @@ class StaticLlama:
             grouped, keys, values, attn_mask=mask, scale=self.scaling
         )
         return out.reshape(rows, self.heads, length, self.head_dim)
+
+
+def _pre_attention(
+    h: torch.Tensor,
+    delta: torch.Tensor,
+    norm: torch.Tensor,
+    qkv_weight: torch.Tensor,
+    cos: torch.Tensor,
+    sin: torch.Tensor,
+    heads: int,
+    kv_heads: int,
+    head_dim: int,
+    eps: float,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Residual add, RMSNorm, fused q/k/v projection and rotary embedding of one layer."""
+    h = h + delta
+    rows, length, _ = h.shape
+    qkv = F.linear(_rms_norm(h, norm, eps), qkv_weight)
+    qkv = qkv.view(rows, length, heads + 2 * kv_heads, head_dim).transpose(1, 2)
+    q, k, v = qkv.split([heads, kv_heads, kv_heads], dim=1)  # [R, heads, T, D]
+    return h, _rope(q, cos, sin), _rope(k, cos, sin), v
+
+
+def _post_attention(
+    h: torch.Tensor,
+    attn: torch.Tensor,
+    o_weight: torch.Tensor,
+    norm: torch.Tensor,
+    gate_up_weight: torch.Tensor,
+    down_weight: torch.Tensor,
+    eps: float,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Output projection and residual, RMSNorm and the SiLU MLP (its residual is added by the
+    next `_pre_attention`, where it fuses with the norm)."""
+    rows, heads, length, head_dim = attn.shape
+    h = h + F.linear(attn.transpose(1, 2).reshape(rows, length, heads * head_dim), o_weight)
+    gate, up = F.linear(_rms_norm(h, norm, eps), gate_up_weight).chunk(2, dim=-1)
+    return h, F.linear(F.silu(gate) * up, down_weight)
+
+
+def _fuse(linears: list[torch.nn.Linear]) -> torch.Tensor:
+    """One weight matrix for several projections of the same input; the modules' own weights
+    become views of it, so the model keeps working and no weight is held twice."""
+    with torch.no_grad():
+        fused = torch.cat([linear.weight for linear in linears]).contiguous()
+        start = 0
+        for linear in linears:
+            rows = linear.weight.shape[0]
+            linear.weight.data = fused[start : start + rows]
+            start += rows
+    return fused
 
 
 def _starts(parts: list[Part]) -> list[tuple[Part, int]]:

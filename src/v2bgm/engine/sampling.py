@@ -94,8 +94,7 @@ def next_tokens(
     greedy = scores.argmax(-1)
     sampled = _sample(scores, state, rows, top_k)
     chosen = torch.where(state.greedy[rows], greedy, sampled)
-    row_ids = torch.arange(chosen.shape[0], device=chosen.device) + (rows.start or 0)
-    state.seen[row_ids, chosen] = True
+    state.seen[rows].scatter_(1, chosen[:, None], True)  # in place, through the view
     state.generated[rows] += 1
     state.step[rows] += 1
     return chosen
