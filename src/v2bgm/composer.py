@@ -41,6 +41,10 @@ class Cancelled(Exception):
     """Raised by a `Progress` callback to stop a composition its caller no longer wants."""
 
 
+class Busy(Exception):
+    """The composer cannot take another request now (every slot taken, the line full)."""
+
+
 class Composer(Protocol):
     sample_rate: int
 

@@ -47,7 +47,8 @@ class StepGraphs:
         for tensor, copy in zip(self.state(), saved, strict=True):
             tensor.copy_(copy)
         graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(graph, pool=self.pool):
+        # thread_local: another thread (stage 2 on its own stream) may use CUDA meanwhile
+        with torch.cuda.graph(graph, pool=self.pool, capture_error_mode="thread_local"):
             step()
         return graph
 

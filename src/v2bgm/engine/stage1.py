@@ -50,6 +50,7 @@ class Stage1Job:
     new: list[int] = field(default_factory=list)  # this segment's tokens so far
     want: int = 0
     slot: int = -1
+    epoch: int = 0  # bumped when a segment starts: results of steps launched before are stale
     result: Stage1Output | None = None
     error: BaseException | None = None
 
@@ -82,6 +83,12 @@ class Stage1Engine:
         self.jobs: list[Stage1Job | None] = [None] * slots
         self.graphs = StepGraphs(device, self._state)
         self.steps = 0
+        # Steps are pipelined: step k+1 is launched before step k's tokens are read, so the host's
+        # bookkeeping overlaps the GPU's work. Two pinned buffers take turns receiving tokens.
+        pinned = device.type == "cuda"
+        self._host = [torch.zeros(slots, dtype=torch.long, pin_memory=pinned) for _ in range(2)]
+        self._flip = 0
+        self._pending: _Launched | None = None
 
     # -- requests -----------------------------------------------------------------------------
     @property
@@ -96,7 +103,6 @@ class Stage1Engine:
         slot = next(i for i, j in enumerate(self.jobs) if j is None)
         job.slot = slot
         self.jobs[slot] = job
-        self.sampler.step[slot] = 0  # the request's noise starts at its seed's first draw
         job.header = self.tokenizer.encode(tokens.header_text(job.tags, job.sections))
         self._guarded(job, self._start_segment)
 
@@ -108,6 +114,7 @@ class Stage1Engine:
                 self.add(waiting.pop(0))
             if self.active:
                 self.step()
+        self.flush()
         return jobs
 
     @torch.inference_mode()
@@ -129,20 +136,45 @@ class Stage1Engine:
     # -- one decoding step for every request in flight ----------------------------------------
     @torch.inference_mode()
     def step(self) -> None:
+        """Launch a step for every request in flight, then take the previous step's tokens."""
+        launched = self._launch()
+        self.flush()
+        self._pending = launched
+
+    def flush(self) -> None:
+        """Take the tokens of the step in flight, if any."""
+        pending, self._pending = self._pending, None
+        if pending is None:
+            return
+        if pending.done is not None:
+            pending.done.synchronize()
+        chosen = pending.host.tolist()
+        for job, epoch in pending.live:
+            if self.jobs[job.slot] is job and job.epoch == epoch:  # else: restarted or gone
+                self._guarded(job, self._take, chosen[job.slot])
+
+    def _launch(self) -> _Launched:
         rows = 1 + max(i for i, j in enumerate(self.jobs) if j is not None)
         rows = _bucket_rows(rows, self.slots)
         live = [j for j in self.jobs[:rows] if j is not None]
-        kv_cond = max(len(j.cached) + 1 for j in live)
-        kv_uncond = max(len(j.new) + 1 for j in live)
+        # the token fed sits one past what the host has taken (the step in flight made it)
+        kv_cond = max(len(j.cached) + 2 for j in live)
+        kv_uncond = max(len(j.new) + 3 for j in live)
         if self.graphs.enabled:  # shapes from a few buckets: a graph each
-            kv_cond = min(_round_up(kv_cond, KV_BUCKET), self.cond.length)
-            kv_uncond = min(_round_up(kv_uncond, KV_BUCKET), self.uncond.length)
+            kv_cond = _round_up(kv_cond, KV_BUCKET)
+            kv_uncond = _round_up(kv_uncond, KV_BUCKET)
+        kv_cond, kv_uncond = min(kv_cond, self.cond.length), min(kv_uncond, self.uncond.length)
         key = (rows, kv_cond, kv_uncond)
         self.graphs.run(key, lambda: self._decode_step(*key))
         self.steps += 1
-        chosen = self.chosen[:rows].tolist()
-        for job in live:
-            self._guarded(job, self._take, chosen[job.slot])
+        host = self._host[self._flip][:rows]
+        self._flip ^= 1
+        host.copy_(self.chosen[:rows], non_blocking=True)
+        done = None
+        if self.graphs.enabled:
+            done = torch.cuda.Event()
+            done.record()
+        return _Launched([(job, job.epoch) for job in live], host, done)
 
     def _decode_step(self, rows: int, kv_cond: int, kv_uncond: int):
         parts = [Part(self.cond, 0, rows, kv_cond), Part(self.uncond, 0, rows, kv_uncond)]
@@ -177,6 +209,7 @@ class Stage1Engine:
         if job.index == 0:
             prompt = prompt[len(job.header) :]
         job.prompt, job.new = prompt, []
+        job.epoch += 1
         job.want = min(s.max_segment_tokens, 2 * (job.frames - job.made))
         context = fit_context(
             job.header, job.segments, prompt, s.context_window - job.want - 1, len(self.end_ids)
@@ -191,6 +224,7 @@ class Stage1Engine:
         uncond = self.model.forward(opening, zero, [Part(self.uncond, slot, 1, 1)])
         job.cached = context
         self.sampler.reset(slot, self._row_settings(job), torch.tensor(context, device=device))
+        self.sampler.step[slot] = job.generated  # noise index: the request's tokens so far
         rows = slice(slot, slot + 1)
         chosen = next_tokens(
             cond, uncond, self.sampler, rows, self.allowed, tokens.EOA, s.top_k
@@ -259,6 +293,13 @@ class Stage1Engine:
         except Exception as exc:
             job.error = exc
             self._release(job)
+
+
+@dataclass
+class _Launched:
+    live: list[tuple[Stage1Job, int]]  # the requests it decodes, with their epochs
+    host: torch.Tensor  # where its tokens land
+    done: torch.cuda.Event | None
 
 
 def _round_up(n: int, step: int) -> int:

@@ -16,7 +16,7 @@ import triton_python_backend_utils as pb_utils
 from v2bgm_client.interface import InvalidInput, ModelSpec
 
 from v2bgm import checkpoints
-from v2bgm.composer import Cancelled, Progress, StageStats
+from v2bgm.composer import Busy, Cancelled, Progress, StageStats
 from v2bgm.devices import triton_device
 from v2bgm.triton import metrics
 from v2bgm.triton.progress_channel import request_progress
@@ -25,6 +25,7 @@ from v2bgm.triton.progress_channel import request_progress
 class Handler(Protocol):
     spec: ModelSpec
     batch_stats: list[dict[str, StageStats]]  # set by `batch`: each request's stage costs
+    concurrent: bool  # True: `submit` answers each request from the handler's own threads
 
     def batch(
         self, requests: list[dict[str, np.ndarray]], progress: list[Progress] | None = None
@@ -36,7 +37,7 @@ class Handler(Protocol):
 class BackendModel:
     """Loads a handler in `initialize`; answers each request with its outputs or a typed error."""
 
-    def __init__(self, load: Callable[[Path, str], Handler]) -> None:
+    def __init__(self, load: Callable[[Path, str, dict[str, str]], Handler]) -> None:
         self.load = load
         self.handler: Handler | None = None
         self.metrics: metrics.ModelMetrics | None = None
@@ -51,11 +52,15 @@ class BackendModel:
         self.metrics = metrics.ModelMetrics(
             pb_utils, args["model_name"], args["model_version"], self.logger.log_warn
         )
-        self.handler = self.load(weights, device)
+        self.handler = self.load(weights, device, params)
         self.metrics.ready(True)
 
-    def execute(self, requests: list) -> list:
+    def execute(self, requests: list) -> list | None:
         assert self.handler is not None and self.metrics is not None
+        if getattr(self.handler, "concurrent", False):
+            for request in requests:
+                self._submit(request)
+            return None  # each request is answered through its response sender
         inputs = [self._inputs(request) for request in requests]
         self.handler.batch_stats = []
         self.metrics.in_generation(len(requests))
@@ -78,6 +83,30 @@ class BackendModel:
             for request, result in zip(requests, results, strict=True)
         ]
 
+    def _submit(self, request: Any) -> None:
+        """Hand one request to a concurrent handler; its answer goes out through the request's
+        response sender (Triton 2.51 takes that from a non-decoupled model whose `execute`
+        returned None, and calls `execute` again meanwhile: requests join the running batch)."""
+        assert self.handler is not None and self.metrics is not None
+        sender = request.get_response_sender()
+        requested = request.requested_output_names()
+        inputs = self._inputs(request)
+        self.metrics.in_generation(1)
+        metrics_ = self.metrics
+
+        def answer(result: dict[str, np.ndarray] | Exception, cost: dict[str, StageStats]) -> None:
+            metrics_.in_generation(-1)
+            try:
+                metrics_.answered(metrics.outcome(inputs, result, cost))
+            except Exception:
+                self.logger.log_warn(f"metrics not recorded: {traceback.format_exc()}")
+            sender.send(
+                self._response(result, requested),
+                flags=pb_utils.TRITONSERVER_RESPONSE_COMPLETE_FINAL,
+            )
+
+        self.handler.submit(inputs, request_progress(request), answer)
+
     def _inputs(self, request: Any) -> dict[str, np.ndarray]:
         assert self.handler is not None
         inputs = {}
@@ -93,6 +122,8 @@ class BackendModel:
             return error_response(str(result), pb_utils.TritonError.INVALID_ARG)
         if isinstance(result, Cancelled):  # the caller's choice: nothing to log
             return error_response(str(result), pb_utils.TritonError.CANCELLED)
+        if isinstance(result, Busy):  # at capacity: the client retries with backoff
+            return error_response(str(result), pb_utils.TritonError.UNAVAILABLE)
         if isinstance(result, Exception):
             if result.__traceback__ is not None:
                 self.logger.log_error("".join(traceback.format_exception(result)))
@@ -102,6 +133,9 @@ class BackendModel:
         return pb_utils.InferenceResponse(output_tensors=tensors)
 
     def finalize(self) -> None:
+        close = getattr(self.handler, "close", None)
+        if close is not None:
+            close()
         if self.metrics is not None:
             self.metrics.ready(False)
             self.metrics.close()

@@ -10,21 +10,29 @@ from __future__ import annotations
 
 import gc
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 import torch
 from v2bgm_client import interface as api
 
-from v2bgm.composer import Cancelled, Composer, MusicRequest, Progress, StageStats
+from v2bgm.composer import Busy, Cancelled, Composer, Music, MusicRequest, Progress, StageStats
 from v2bgm.triton.metrics import CAPTIONING
 from v2bgm.triton.progress_channel import ComposerReport
 from v2bgm.videollama3.captioner import CaptionRequest, Description, VideoCaptioner
 from v2bgm.yue.composer import YuEComposer
+from v2bgm.yue.scheduler import ComposerScheduler
 from v2bgm.yue.tags import UnknownTag
 
 Tensors = dict[str, np.ndarray]
 Result = Tensors | Exception
+Params = dict[str, str]  # a model config's `parameters`
+Answer = Callable[[Result, dict[str, StageStats]], None]  # a request's result and its costs
+
+
+DEFAULT_SLOTS = 16  # compositions decoding at once on one device (model parameter `slots`)
+DEFAULT_MAX_WAITING = 8  # beyond the slots, before refusing (`max_waiting`)
 
 
 def split_rows(inputs: Tensors) -> list[Tensors]:
@@ -71,7 +79,7 @@ class CaptionerHandler:
         self.captioner = captioner
 
     @classmethod
-    def load(cls, weights: Path, device: str) -> CaptionerHandler:
+    def load(cls, weights: Path, device: str, params: Params | None = None) -> CaptionerHandler:
         return cls(VideoCaptioner.from_pretrained(weights, device))
 
     def batch(
@@ -139,15 +147,59 @@ class CaptionerHandler:
 
 
 class ComposerHandler:
+    """Composes either one request at a time (`batch`) or, with a scheduler, many at once
+    (`submit`: the served model answers each request when its music is done)."""
+
     spec = api.COMPOSER
 
-    def __init__(self, composer: Composer) -> None:
+    def __init__(self, composer: Composer, scheduler: ComposerScheduler | None = None) -> None:
         self.composer = composer
+        self.scheduler = scheduler
         self.last_stats: dict[str, StageStats] = {}  # of the last composition, for metrics
 
     @classmethod
-    def load(cls, weights: Path, device: str) -> ComposerHandler:
-        return cls(YuEComposer.from_pretrained(weights, device))
+    def load(cls, weights: Path, device: str, params: Params | None = None) -> ComposerHandler:
+        params = params or {}
+        slots = int(params.get("slots") or DEFAULT_SLOTS)
+        composer = YuEComposer.from_pretrained(weights, device, slots=slots)
+        composer.warm_up()
+        waiting = int(params.get("max_waiting") or DEFAULT_MAX_WAITING)
+        return cls(composer, ComposerScheduler(composer, max_waiting=waiting))
+
+    @property
+    def concurrent(self) -> bool:
+        return self.scheduler is not None
+
+    def submit(self, inputs: Tensors, progress: Progress | None, answer: Answer) -> None:
+        """Start one request's composition; `answer` gets its outputs or its error, now (a bad
+        request, no room) or from the scheduler's thread."""
+        assert self.scheduler is not None
+        try:
+            rows = split_rows(inputs)
+            if len(rows) != 1:
+                raise api.InvalidInput(f"one composition per request, got a batch of {len(rows)}")
+            request = self.parse(rows[0])
+        except Exception as exc:
+            answer(exc, {})
+            return
+
+        def done(music: Music | BaseException) -> None:
+            if isinstance(music, BaseException):
+                answer(music if isinstance(music, Exception) else RuntimeError(music), {})
+                return
+            try:
+                answer(self.outputs(music, progress), music.stats)
+            except Exception as exc:
+                answer(exc, music.stats)
+
+        try:
+            self.scheduler.submit(request, progress, done)
+        except Busy as exc:
+            answer(exc, {})
+
+    def close(self) -> None:
+        if self.scheduler is not None:
+            self.scheduler.close()
 
     def batch(
         self, requests: list[Tensors], progress: list[Progress] | None = None
@@ -173,6 +225,10 @@ class ComposerHandler:
             raise api.InvalidInput(f"one composition per request, got a batch of {len(rows)}")
         music = self.composer.compose(self.parse(rows[0]), progress)
         self.last_stats = music.stats
+        return self.outputs(music, progress)
+
+    @staticmethod
+    def outputs(music: Music, progress: Progress | None) -> Tensors:
         if isinstance(progress, ComposerReport):  # a streaming caller shows stage timings
             progress.finished({stage: cost.seconds for stage, cost in music.stats.items()})
         silence = np.zeros_like(music.audio)

@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 from v2bgm_client import interface as api
 
-from v2bgm.composer import Cancelled, StageStats
+from v2bgm.composer import Busy, Cancelled, StageStats
 
 # --- metric names (Prometheus conventions: base units, counters end in _total) -----------------
 STAGE_SECONDS = "v2bgm_stage_duration_seconds"  # histogram {model, version, stage}
@@ -50,7 +50,8 @@ TOKEN_STAGES = (CAPTIONING, STAGE1, STAGE2)  # the stages that generate tokens
 INVALID_ARGUMENT = "invalid_argument"  # the caller's fault (Triton answers INVALID_ARGUMENT)
 INTERNAL = "internal"  # ours
 CANCELLED = "cancelled"  # the caller cancelled or went away (not an error of ours)
-FAILURE_REASONS = (INVALID_ARGUMENT, INTERNAL, CANCELLED)
+UNAVAILABLE = "unavailable"  # refused at capacity (the composer's slots and line are full)
+FAILURE_REASONS = (INVALID_ARGUMENT, INTERNAL, CANCELLED, UNAVAILABLE)
 
 # From tiny models on a CPU (milliseconds) to a real stage 1 on long videos (many minutes).
 STAGE_BUCKETS_S = (
@@ -103,6 +104,8 @@ def outcome(
         return Outcome(INVALID_ARGUMENT)
     if isinstance(result, Cancelled):
         return Outcome(CANCELLED)
+    if isinstance(result, Busy):
+        return Outcome(UNAVAILABLE)
     if isinstance(result, Exception):
         return Outcome(INTERNAL)
     frames = inputs.get(api.FRAMES.name)

@@ -43,14 +43,18 @@ class PythonModel:
     queue: QueuePolicy
     instances: int = 1
     batch_delay_us: int | None = None  # dynamic batching: how long to wait to fill a batch
+    # Continuous batching (the composer): requests decoding at once per instance, by instance
+    # kind; beyond them `queue.max_size` wait in the model's own line, then UNAVAILABLE.
+    slots: dict[str, int] | None = None
 
 
 # The captioner batches videos of different sizes (ragged inputs: the Python backend gets each
-# request on its own and pads them itself); the composer takes one request at a time (its
-# "batcher" exists for the queue policy only: preferred batch size 1, no delay).
+# request on its own and pads them itself). The composer hands every request to its engine at
+# once (continuous batching, v2bgm.yue.scheduler): 16 decode together on a GPU (4 on the CPU,
+# where steps cost in proportion to rows), 8 more wait; Triton's own queue barely fills.
 PYTHON_MODELS = (
     PythonModel(api.CAPTIONER, CAPTIONER_QUEUE, batch_delay_us=20_000),
-    PythonModel(api.COMPOSER, COMPOSER_QUEUE),
+    PythonModel(api.COMPOSER, COMPOSER_QUEUE, slots={"KIND_GPU": 16, "KIND_CPU": 4}),
 )
 
 # The ensemble's wiring: (model, {model input: ensemble tensor}, {model output: ensemble tensor}).
@@ -92,10 +96,18 @@ def python_model_config(model: PythonModel, kind: str) -> str:
         f"    max_queue_size: {model.queue.max_size}\n    timeout_action: REJECT\n"
         f"    default_timeout_microseconds: {model.queue.timeout_us}\n  }}\n}}\n"
     )
+    parameters = ""
+    if model.slots is not None:
+        values = {"slots": model.slots[kind], "max_waiting": model.queue.max_size}
+        parameters = "".join(
+            f'parameters {{ key: "{k}" value: {{ string_value: "{v}" }} }}\n'
+            for k, v in values.items()
+        )
     return (
         f'{GENERATED}name: "{model.spec.name}"\nbackend: "python"\n'
         f"max_batch_size: {model.spec.max_batch_size}\n{_io(model.spec, ragged=batching)}{dynamic}"
         f"instance_group [\n  {{\n    count: {model.instances}\n    kind: {kind}\n  }}\n]\n"
+        f"{parameters}"
     )
 
 

@@ -24,16 +24,18 @@ from v2bgm import checkpoints
 from v2bgm.composer import Music, MusicRequest, Progress, StageStats
 from v2bgm.devices import model_dtype
 from v2bgm.engine.llama import StaticLlama
-from v2bgm.engine.stage1 import Stage1Engine
+from v2bgm.engine.stage1 import Stage1Engine, Stage1Job
 from v2bgm.engine.stage2 import Stage2Engine
 from v2bgm.yue import tokens
 from v2bgm.yue.codec import XcodecDecoder
 from v2bgm.yue.postprocess import recombine
-from v2bgm.yue.stage1 import Stage1
+from v2bgm.yue.stage1 import Stage1, Stage1Output
 from v2bgm.yue.stage2 import Stage2
 from v2bgm.yue.tokenizer import YuETokenizer
 from v2bgm.yue.vocoder import SAMPLE_RATE, Upsampler
 
+WARM_UP_TAGS = "pop piano"
+WARM_UP_LYRICS = "[verse]\nla la la"
 FADE_OUT_S = 0.05  # the cut at the requested length gets a short fade, never a click
 CLAMP = 0.99  # infer.py's save_audio limit
 
@@ -71,14 +73,41 @@ class YuEComposer:
         return cls(stage1, stage2, *load_decoder(root, device))
 
     def compose(self, request: MusicRequest, progress: Progress | None = None) -> Music:
-        frames = math.ceil(request.duration_s * tokens.FRAME_RATE)
-        sections = tokens.split_sections(request.lyrics) if request.lyrics.strip() else []
-        instrumental_only = not sections
-        if instrumental_only:
-            sections = tokens.split_sections(tokens.INSTRUMENTAL_LYRICS)
+        sections, frames, instrumental_only = self.plan(request)
         clock = time.perf_counter()
         out1 = self.stage1.generate(request.tags, sections, frames, request.seed, progress)
         stage1_s = time.perf_counter() - clock
+        music = self.finish(request, out1, frames, instrumental_only, progress)
+        music.stats = {"stage1": StageStats(stage1_s, out1.tokens), **music.stats}
+        return music
+
+    def warm_up(self) -> None:
+        """Compile and capture the common shapes before the first request (on a GPU this
+        takes tens of seconds; a request would otherwise pay it)."""
+        request = MusicRequest(tags=WARM_UP_TAGS, duration_s=1.0, lyrics=WARM_UP_LYRICS)
+        self.compose(request)  # one request; stage 2 with two tracks
+        if isinstance(self.stage1, Stage1Engine):  # several requests decoding at once
+            sections, frames, _ = self.plan(request)
+            self.stage1.run([Stage1Job(request.tags, sections, frames, s) for s in range(2)])
+
+    @staticmethod
+    def plan(request: MusicRequest) -> tuple[list[str], int, bool]:
+        """Stage 1's sections and frames, and whether the music is instrumental only."""
+        frames = math.ceil(request.duration_s * tokens.FRAME_RATE)
+        sections = tokens.split_sections(request.lyrics) if request.lyrics.strip() else []
+        if not sections:
+            return tokens.split_sections(tokens.INSTRUMENTAL_LYRICS), frames, True
+        return sections, frames, False
+
+    def finish(
+        self,
+        request: MusicRequest,
+        out1: Stage1Output,
+        frames: int,
+        instrumental_only: bool,
+        progress: Progress | None = None,
+    ) -> Music:
+        """Stage 2 and decoding of stage 1's tracks: the music, exactly as long as asked."""
         tracks = {"instrumental": out1.instrumental}
         if not instrumental_only:
             tracks["vocal"] = out1.vocal
@@ -90,7 +119,6 @@ class YuEComposer:
         audio = fade_out(fit_length(audio, n_samples), self.sample_rate)
         stems = {name: fit_length(stem, n_samples) for name, stem in stems.items()}
         stats = {
-            "stage1": StageStats(stage1_s, out1.tokens),
             "stage2": StageStats(t1 - t0, len(tracks) * frames * (tokens.STAGE2_CODEBOOKS - 1)),
             "decode": StageStats(time.perf_counter() - t1),
         }

@@ -1,0 +1,150 @@
+"""Many compositions at once on one device: continuous batching of YuE's stages.
+
+One thread owns stage 1: requests join its engine between steps (a slot each) and leave it when
+done or cancelled, so a long request never holds a short one back. A second thread, on its own
+CUDA stream, runs stage 2 and decoding of whatever stage 1 finished, so that work overlaps the
+other requests' stage-1 steps instead of stopping them. Callers submit and get a callback.
+
+Admission is bounded: past `slots` requests decoding and `max_waiting` waiting for a slot, a
+request is refused at once (`Busy`), which the served model answers as UNAVAILABLE for clients
+to retry elsewhere or later.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import queue
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import torch
+
+from v2bgm.composer import Busy, Cancelled, Music, MusicRequest, Progress, StageStats
+from v2bgm.engine.stage1 import Stage1Engine, Stage1Job
+from v2bgm.yue.composer import YuEComposer
+
+Done = Callable[[Music | BaseException], None]
+IDLE_WAIT_S = 0.05  # how long the stage-1 thread sleeps on an empty queue between checks
+
+
+@dataclass
+class _Work:
+    request: MusicRequest
+    progress: Progress | None
+    done: Done
+    job: Stage1Job | None = None
+    plan: tuple = ()
+    started: float = field(default_factory=time.perf_counter)
+    stage1_s: float = 0.0
+
+
+class ComposerScheduler:
+    def __init__(self, composer: YuEComposer, max_waiting: int = 8) -> None:
+        if not isinstance(composer.stage1, Stage1Engine):
+            raise TypeError("continuous batching needs the engine's stage 1")
+        self.composer = composer
+        self.engine: Stage1Engine = composer.stage1
+        self.max_waiting = max_waiting
+        self.incoming: queue.Queue[_Work] = queue.Queue()
+        self.finishing: queue.Queue[_Work | None] = queue.Queue()
+        self.lock = threading.Lock()
+        self.admitted = 0  # submitted and not yet answered
+        self.running = True
+        device = self.engine.model.device
+        self.side = torch.cuda.Stream(device) if device.type == "cuda" else None
+        self.threads = [
+            threading.Thread(target=self._stage1_loop, name="yue-stage1", daemon=True),
+            threading.Thread(target=self._finish_loop, name="yue-stage2", daemon=True),
+        ]
+        for thread in self.threads:
+            thread.start()
+
+    @property
+    def capacity(self) -> int:
+        return self.engine.slots + self.max_waiting
+
+    def submit(self, request: MusicRequest, progress: Progress | None, done: Done) -> None:
+        """Queue a composition; `done(music or error)` is called from a worker thread."""
+        with self.lock:
+            if not self.running:
+                raise Busy("the composer is shutting down")
+            if self.admitted >= self.capacity:
+                raise Busy(
+                    f"the composer is at capacity ({self.engine.slots} composing, "
+                    f"{self.max_waiting} waiting): retry later"
+                )
+            self.admitted += 1
+        self.incoming.put(_Work(request, progress, done))
+
+    def close(self, timeout_s: float = 5.0) -> None:
+        """Stop taking requests; those admitted are still answered (within `timeout_s`)."""
+        with self.lock:
+            self.running = False
+        for thread in self.threads:  # stage 1 drains, then tells stage 2 to stop
+            thread.join(timeout_s)
+
+    # -- stage 1 --------------------------------------------------------------------------------
+    def _stage1_loop(self) -> None:
+        waiting: list[_Work] = []
+        decoding: list[_Work] = []
+        with torch.inference_mode():
+            while self.running or decoding or waiting:
+                block = not (decoding or waiting) and self.running
+                with contextlib.suppress(queue.Empty):
+                    waiting.append(self.incoming.get(timeout=IDLE_WAIT_S if block else 0))
+                    while True:
+                        waiting.append(self.incoming.get_nowait())
+                while waiting and self.engine.free_slots():
+                    work = waiting.pop(0)
+                    self._admit(work)
+                    decoding.append(work)
+                if self.engine.active:
+                    self.engine.step()
+                else:
+                    self.engine.flush()
+                for work in [w for w in decoding if w.job is not None and w.job.finished]:
+                    decoding.remove(work)
+                    work.stage1_s = time.perf_counter() - work.started
+                    self._stage1_done(work)
+        self.finishing.put(None)
+
+    def _admit(self, work: _Work) -> None:
+        sections, frames, instrumental_only = self.composer.plan(work.request)
+        work.plan = (frames, instrumental_only)
+        work.started = time.perf_counter()
+        r = work.request
+        work.job = Stage1Job(r.tags, sections, frames, r.seed, work.progress)
+        self.engine.add(work.job)
+
+    def _stage1_done(self, work: _Work) -> None:
+        assert work.job is not None
+        if work.job.error is not None:
+            self._answer(work, work.job.error)
+        else:
+            self.finishing.put(work)
+
+    # -- stage 2 and decoding -------------------------------------------------------------------
+    def _finish_loop(self) -> None:
+        stream = torch.cuda.stream(self.side) if self.side is not None else contextlib.nullcontext()
+        with torch.inference_mode(), stream:
+            while (work := self.finishing.get()) is not None:
+                assert work.job is not None and work.job.result is not None
+                try:
+                    frames, instrumental_only = work.plan
+                    music = self.composer.finish(
+                        work.request, work.job.result, frames, instrumental_only, work.progress
+                    )
+                    stage1 = StageStats(work.stage1_s, work.job.result.tokens)
+                    music.stats = {"stage1": stage1, **music.stats}
+                    self._answer(work, music)
+                except Cancelled as exc:
+                    self._answer(work, exc.with_traceback(None))
+                except Exception as exc:
+                    self._answer(work, exc)
+
+    def _answer(self, work: _Work, result: Music | BaseException) -> None:
+        with self.lock:
+            self.admitted -= 1
+        work.done(result)
