@@ -10,7 +10,7 @@ SEED ?= 0
 
 PROM_HOME := .cache/prometheus
 
-.PHONY: setup models demo serve test lint configs clean gpu-bundle prometheus load
+.PHONY: setup models demo serve test lint configs clean gpu-bundle prometheus load bench-gpu
 
 setup: $(VENV)/.installed $(TRITON_HOME)/.unpacked
 
@@ -66,6 +66,11 @@ load: setup models
 
 clean:
 	rm -rf $(VENV) .cache models out
+
+# On the GPU machine (with .gpu/ from gpu-bundle): full-size random weights, the engine against
+# the reference and the floor, the served pipeline; JSON in $(OUT)/bench_gpu.json.
+bench-gpu:
+	OUT=$${OUT:-out} tests/gpu/bench.sh
 
 # What the lent GPU machine lacks, for tests/gpu/ (see tests/gpu/README.md).
 GPU_WHEELS := numpy==1.26.4 protobuf==4.25.9 python-rapidjson==1.25

@@ -1,0 +1,142 @@
+"""The served pipeline on a GPU: videos of 10/30/60 s through Triton over gRPC, one at a time and
+many at once, with the GPU memory every process holds.
+
+    python -m v2bgm.bench.pipeline --weights models/full --out out/
+
+The request is what the client sends for a video (`build_request`: one frame per second, 448x252,
+random pixels so VideoLLaMA3 keeps every visual token: its worst case); the time is the gRPC call,
+caption to 44.1 kHz music. The client's own work (decoding frames, muxing) runs where the client
+runs; `python -m v2bgm.bench.client` measures it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+import tritonclient.grpc as grpcclient
+from v2bgm_client import interface as api
+
+from v2bgm.serve import TritonServer
+
+ROOT = Path(__file__).resolve().parents[3]
+FRAME_SHAPE = (252, 448, 3)  # a 16:9 video after the client's resize
+TIMEOUT_S = 900
+
+
+def request(seconds: float, seed: int) -> list[grpcclient.InferInput]:
+    frames = np.random.default_rng(seed).integers(0, 256, (int(seconds), *FRAME_SHAPE), np.uint8)
+    values = {
+        api.FRAMES.name: frames[None],
+        api.FPS.name: np.array([[api.SAMPLE_FPS]], np.float32),
+        api.DURATION_S.name: np.array([[seconds]], np.float32),
+        api.SEED.name: np.array([[seed]], np.int64),
+    }
+    specs = {t.name: t for t in api.PIPELINE.inputs}
+    tensors = []
+    for name, value in values.items():
+        tensor = grpcclient.InferInput(name, list(value.shape), specs[name].datatype)
+        tensor.set_data_from_numpy(value)
+        tensors.append(tensor)
+    return tensors
+
+
+def call(url: str, seconds: float, seed: int) -> dict:
+    client = grpcclient.InferenceServerClient(url)
+    start = time.perf_counter()
+    result = client.infer(api.PIPELINE_MODEL, request(seconds, seed), client_timeout=TIMEOUT_S)
+    took = time.perf_counter() - start
+    rate = int(result.as_numpy(api.SAMPLE_RATE.name).flat[0])
+    audio_s = result.as_numpy(api.AUDIO.name).size / rate
+    return {"video_s": seconds, "seconds": round(took, 2), "audio_s": round(audio_s, 3)}
+
+
+class MemoryWatch:
+    """The most GPU memory (MiB) each process held while the watch ran (nvidia-smi, 0.5 s)."""
+
+    def __init__(self) -> None:
+        self.peak: dict[str, int] = {}
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self._run, daemon=True)
+
+    def __enter__(self) -> MemoryWatch:
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.stop.set()
+        self.thread.join()
+
+    def _run(self) -> None:
+        query = [
+            "nvidia-smi",
+            "--query-compute-apps=pid,used_memory",
+            "--format=csv,noheader,nounits",
+        ]
+        while not self.stop.wait(0.5):
+            out = subprocess.run(query, capture_output=True, text=True, check=False).stdout
+            for line in out.strip().splitlines():
+                pid, mib = (p.strip() for p in line.split(","))
+                self.peak[pid] = max(self.peak.get(pid, 0), int(mib))
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--weights", type=Path, default=ROOT / "models" / "full")
+    parser.add_argument("--out", type=Path, default=ROOT / "out")
+    parser.add_argument("--durations", type=float, nargs="+", default=[10.0, 30.0, 60.0])
+    parser.add_argument("--concurrent", type=int, default=8, help="requests in flight at once")
+    parser.add_argument("--concurrent-s", type=float, default=30.0, help="their video length")
+    args = parser.parse_args(argv)
+    args.out.mkdir(parents=True, exist_ok=True)
+    server = TritonServer(
+        repository=ROOT / "model_repository",
+        weights=args.weights,
+        gpu=True,
+        log_path=args.out / "tritonserver.log",
+        home=ROOT / ".cache" / "pytriton_wheel",
+    )
+    report: dict = {"gpu": subprocess.run(
+        ["nvidia-smi", "--query-gpu=name", "--format=csv,noheader"],
+        capture_output=True, text=True, check=False).stdout.strip()}  # fmt: skip
+    started = time.perf_counter()
+    server.start()
+    try:
+        server.wait_ready(900)
+        report["ready_s"] = round(time.perf_counter() - started, 1)  # loading + warm-up
+        url = f"127.0.0.1:{server.grpc_port}"
+        with MemoryWatch() as memory:
+            call(url, 10.0, 99)  # first request: anything not warmed up yet
+            report["one_at_a_time"] = [call(url, d, i) for i, d in enumerate(args.durations)]
+            start = time.perf_counter()
+            with ThreadPoolExecutor(args.concurrent) as pool:
+                futures = [
+                    pool.submit(call, url, args.concurrent_s, 100 + i)
+                    for i in range(args.concurrent)
+                ]
+                results = [f.result() for f in futures]
+            wall = time.perf_counter() - start
+        report["concurrent"] = {
+            "requests": args.concurrent,
+            "video_s": args.concurrent_s,
+            "wall_s": round(wall, 2),
+            "each_s": [r["seconds"] for r in results],
+            "music_s_per_wall_s": round(sum(r["audio_s"] for r in results) / wall, 3),
+        }
+        report["gpu_memory_peak_mib"] = memory.peak
+    finally:
+        report["exit_code"] = server.stop()
+    text = json.dumps(report, indent=1)
+    (args.out / "bench_pipeline.json").write_text(text + "\n")
+    print(text)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
