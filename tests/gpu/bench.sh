@@ -11,13 +11,13 @@ export PATH=$BIN:$PATH
 export TORCHINDUCTOR_COMPILE_THREADS=1  # no compile worker pool inside the backend stubs
 WEIGHTS=${WEIGHTS:-models/full}
 [ -f "$WEIGHTS/videollama3/config.json" ] || python -m export --size full --out "$WEIGHTS" --device cuda
-python -m v2bgm.bench.engine --weights "$WEIGHTS" --device cuda --parity-fp32 64 --out "$OUT/bench_engine.json"
-python -m v2bgm.bench.pipeline --weights "$WEIGHTS" --out "$OUT"
+[ "${SKIP_ENGINE:-0}" = 1 ] || python -m v2bgm.bench.engine --weights "$WEIGHTS" --device cuda --parity-fp32 64 --out "$OUT/bench_engine.json"
+[ "${SKIP_PIPELINE:-0}" = 1 ] || python -m v2bgm.bench.pipeline --weights "$WEIGHTS" --out "$OUT" --concurrent 8 --concurrent-s 10
 python - "$OUT" <<'PY'
 import json, sys, pathlib
 out = pathlib.Path(sys.argv[1])
-report = {"engine": json.loads((out / "bench_engine.json").read_text()),
-          "pipeline": json.loads((out / "bench_pipeline.json").read_text())}
+parts = {"engine": out / "bench_engine.json", "pipeline": out / "bench_pipeline.json"}
+report = {name: json.loads(p.read_text()) for name, p in parts.items() if p.exists()}
 (out / "bench_gpu.json").write_text(json.dumps(report, indent=1) + "\n")
 print(json.dumps(report, indent=1))
 PY
