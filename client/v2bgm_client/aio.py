@@ -17,6 +17,7 @@ from . import events
 from . import interface as api
 from .api import DEFAULT_TIMEOUT_S, DEFAULT_URL
 from .batch import is_done
+from .connection import TlsOptions, open_client
 from .errors import ClientError, ServerError
 from .options import SoundtrackOptions
 from .soundtrack import Collected, OnEvent, SoundtrackResult, finish, output_paths, prepare
@@ -24,16 +25,17 @@ from .stream import parse_stream_result, stream_error, stream_inputs
 
 
 async def stream_events(
-    url: str, request: Mapping[str, np.ndarray], timeout_s: float = DEFAULT_TIMEOUT_S
+    url: str,
+    request: Mapping[str, np.ndarray],
+    timeout_s: float = DEFAULT_TIMEOUT_S,
+    tls: TlsOptions | None = None,
 ) -> AsyncIterator[events.Event]:
-    """Send `request` to the STREAM model at `url`; yield its events until `Done`."""
+    """Send `request` to the STREAM model at `url` (over TLS when `tls` is given); yield its
+    events until `Done`."""
     import grpc
     import tritonclient.grpc.aio as grpcclient
 
-    try:
-        client = grpcclient.InferenceServerClient(url)
-    except Exception as exc:  # tritonclient raises several types for a malformed URL
-        raise ServerError(f"bad server URL {url!r}: {exc}") from None
+    client = open_client(grpcclient, url, tls)
 
     async def one_request():
         yield {"model_name": api.STREAM_MODEL, "inputs": stream_inputs(grpcclient, request)}
@@ -44,7 +46,7 @@ async def stream_events(
         responses = client.stream_infer(one_request(), stream_timeout=timeout_s)
         async for result, error in responses:
             if error is not None:
-                raise stream_error(url, error, timeout_s)
+                raise stream_error(url, error, timeout_s, tls)
             event = parse_stream_result(result)
             finished = isinstance(event, events.Done)
             yield event
@@ -52,7 +54,7 @@ async def stream_events(
                 return
         raise ServerError("malformed server response: the stream ended early")
     except grpc.RpcError as exc:  # the connection itself failed
-        raise stream_error(url, _RpcFailure(exc), timeout_s) from None
+        raise stream_error(url, _RpcFailure(exc), timeout_s, tls) from None
     finally:
         if responses is not None and not finished:
             responses.cancel()  # left early: the server stops the request (see stream.py)
@@ -82,12 +84,13 @@ async def make_soundtrack(
     options: SoundtrackOptions | None = None,
     on_event: OnEvent | None = None,
     timeout_s: float = DEFAULT_TIMEOUT_S,
+    tls: TlsOptions | None = None,
 ) -> SoundtrackResult:
     """`soundtrack.make_soundtrack`, without blocking the event loop."""
     options = options or SoundtrackOptions()
     prepared = await asyncio.to_thread(prepare, input_path, output, options)
     collected = Collected()
-    async for event in stream_events(url, prepared.request, timeout_s):
+    async for event in stream_events(url, prepared.request, timeout_s, tls):
         collected.add(event)
         if on_event is not None:
             on_event(event)
@@ -110,6 +113,7 @@ async def make_soundtracks(
     concurrency: int = 2,
     on_event: Callable[[Path, events.Event], None] | None = None,
     timeout_s: float = DEFAULT_TIMEOUT_S,
+    tls: TlsOptions | None = None,
 ) -> list[BatchItem]:
     """(input, output) pairs, at most `concurrency` in flight; one failure does not stop the
     others. Resumable: a job whose outputs all exist is skipped."""
@@ -125,7 +129,9 @@ async def make_soundtracks(
         async with slots:
             watch = None if on_event is None else (lambda e: on_event(input_path, e))
             try:
-                result = await make_soundtrack(input_path, output, url, options, watch, timeout_s)
+                result = await make_soundtrack(
+                    input_path, output, url, options, watch, timeout_s, tls
+                )
             except (ClientError, api.InvalidInput) as exc:
                 return BatchItem(input_path, output, error=" ".join(str(exc).split()))
         return BatchItem(input_path, output, result)

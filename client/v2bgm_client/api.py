@@ -18,6 +18,7 @@ import numpy as np
 
 from . import interface as api
 from . import metrics
+from .connection import TlsOptions, failure_hint, open_client
 from .errors import ServerError
 from .mux import MuxReport, check_output_path, mux_audio
 from .video import probe, sample_frames
@@ -208,8 +209,10 @@ def infer(
     request: Mapping[str, np.ndarray],
     timeout_s: float = DEFAULT_TIMEOUT_S,
     rng: random.Random | None = None,
+    tls: TlsOptions | None = None,
 ) -> dict[str, np.ndarray | None]:
-    """Send `request` to the PIPELINE model at `url` (gRPC); return its outputs by name.
+    """Send `request` to the PIPELINE model at `url` (gRPC; over TLS when `tls` is given);
+    return its outputs by name.
 
     Retries an overloaded server (RETRY_CODES) with `backoff_delay` waits; every attempt and wait
     fits in `timeout_s` altogether.
@@ -220,10 +223,7 @@ def infer(
 
     inputs = infer_inputs(request)
     outputs = [grpcclient.InferRequestedOutput(spec.name) for spec in api.PIPELINE.outputs]
-    try:
-        client = grpcclient.InferenceServerClient(url)
-    except Exception as exc:  # tritonclient raises several types for a malformed URL
-        raise ServerError(f"bad server URL {url!r}: {exc}") from None
+    client = open_client(grpcclient, url, tls)
     rng = rng or random.Random()
     deadline = time.monotonic() + timeout_s
     try:
@@ -242,7 +242,7 @@ def infer(
                 if not is_retryable(exc.status(), exc.message()) or (
                     time.monotonic() + delay >= deadline
                 ):
-                    raise server_error(url, exc.status(), exc.message(), timeout_s) from None
+                    raise server_error(url, exc.status(), exc.message(), timeout_s, tls) from None
                 time.sleep(delay)
     finally:
         client.close()
@@ -250,16 +250,24 @@ def infer(
 
 
 def server_error(
-    url: str, status: str | None, message: str | None, timeout_s: float
+    url: str,
+    status: str | None,
+    message: str | None,
+    timeout_s: float,
+    tls: TlsOptions | None = None,
 ) -> ServerError:
-    """One line for a failed call, by gRPC status ("StatusCode.UNAVAILABLE", ...)."""
+    """One line for a failed call, by gRPC status ("StatusCode.UNAVAILABLE", ...); `tls` is
+    how the client connected (None: plaintext), for the hint on a refused connection."""
     code = (status or "").rsplit(".", 1)[-1]
     message = " ".join((message or "no details").split())
     if code == "UNAVAILABLE":
         # Also Triton's answer for a model that is still loading: only say "cannot reach" when
         # gRPC itself failed to connect.
         if any(marker in message.lower() for marker in _UNREACHABLE):
-            return ServerError(f"cannot reach the server at {url} ({message})")
+            hint = failure_hint(tls, message)
+            return ServerError(
+                f"cannot reach the server at {url} ({message})" + (f"; {hint}" if hint else "")
+            )
         return ServerError(f"the server at {url} is unavailable: {message}")
     if code == "DEADLINE_EXCEEDED":
         return ServerError(f"the server at {url} did not answer within {timeout_s:g} s")
@@ -279,11 +287,13 @@ def score_video(
     vocals: bool = False,
     hint: str = "",
     fixed_tags: tuple[str, ...] = (),
+    tls: TlsOptions | None = None,
 ) -> ScoreResult:
     """Write `output_path`: the video at `input_path` with music the service composed for it.
 
     `seed` None picks a random one (returned in the result). `vocals` asks for sung lyrics,
-    `hint` steers the music in words ("upbeat, no drums"), `fixed_tags` are YuE tags to keep.
+    `hint` steers the music in words ("upbeat, no drums"), `fixed_tags` are YuE tags to keep,
+    `tls` connects over TLS (`connection.TlsOptions`; None: plaintext).
     Raises VideoError (bad input), MuxError (cannot write the output), ServerError (server down,
     rejected or failed) or interface.InvalidInput (a bad argument such as a seed out of range).
     """
@@ -310,7 +320,7 @@ def score_video(
         fixed_tags=fixed_tags,
     )
     lap("sample")
-    response = parse_response(infer(url, request, timeout_s))
+    response = parse_response(infer(url, request, timeout_s, tls=tls))
     lap("infer")
     report = mux_audio(input_path, response.audio, response.sample_rate, output_path, info=info)
     lap("mux")

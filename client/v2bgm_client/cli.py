@@ -20,6 +20,7 @@ from . import interface as api
 from .aio import make_soundtracks
 from .api import DEFAULT_TIMEOUT_S, DEFAULT_URL
 from .batch import batch_outputs, list_inputs
+from .connection import TlsOptions
 from .errors import ClientError
 from .options import KEEP_AUDIO_FORMATS, SoundtrackOptions
 from .progress import ProgressView
@@ -161,7 +162,36 @@ def parser() -> argparse.ArgumentParser:
         metavar="S",
         help=f"seconds to wait for the server (default {DEFAULT_TIMEOUT_S:g})",
     )
+    tls = p.add_argument_group("TLS (each certificate option implies --ssl)")
+    tls.add_argument(
+        "--ssl",
+        action="store_true",
+        help="connect over TLS, trusting the system's root certificates unless --root-cert",
+    )
+    tls.add_argument(
+        "--root-cert",
+        type=Path,
+        metavar="FILE",
+        help="the CA certificate (PEM) that signed the server's certificate",
+    )
+    tls.add_argument(
+        "--client-cert",
+        type=Path,
+        metavar="FILE",
+        help="this client's certificate (PEM), for a server that requires mutual TLS",
+    )
+    tls.add_argument(
+        "--client-key", type=Path, metavar="FILE", help="the key (PEM) of --client-cert"
+    )
     return p
+
+
+def tls_options(args: argparse.Namespace) -> TlsOptions | None:
+    """TlsOptions from the command line; None: plaintext."""
+    files = (args.root_cert, args.client_cert, args.client_key)
+    if not args.ssl and all(path is None for path in files):
+        return None
+    return TlsOptions(*files)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -169,6 +199,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = p.parse_args(argv)  # usage errors: argparse's own line, exit 2
     if (args.input is None) == (args.batch is None):
         p.error("give one video (INPUT) or --batch SOURCE")
+    if (args.client_cert is None) != (args.client_key is None):
+        p.error("--client-cert and --client-key go together")
+    tls = tls_options(args)
     options = SoundtrackOptions(
         seed=args.seed,
         candidates=args.candidates,
@@ -181,8 +214,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         keep_audio=args.keep_audio,
     )
     try:
+        if tls is not None:
+            tls.check()  # an unusable certificate fails before any video is read
         if args.batch is not None:
-            return _batch(args, options)
+            return _batch(args, options, tls)
         with ProgressView(enabled=False if args.quiet else None) as view:
             result = make_soundtrack(
                 args.input,
@@ -191,6 +226,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 options=options,
                 on_event=lambda event: view.update(args.input, event),
                 timeout_s=args.timeout,
+                tls=tls,
             )
     except (ClientError, api.InvalidInput) as exc:
         return _fail(str(exc))
@@ -222,14 +258,14 @@ def _summary(result: SoundtrackResult) -> None:
             print(f"wrote {out.audio_path} (the music alone)")
 
 
-def _batch(args: argparse.Namespace, options: SoundtrackOptions) -> int:
+def _batch(args: argparse.Namespace, options: SoundtrackOptions, tls: TlsOptions | None) -> int:
     inputs = list_inputs(args.batch)
     out_dir = Path(args.output)
     out_dir.mkdir(parents=True, exist_ok=True)
     jobs = list(zip(inputs, batch_outputs(inputs, out_dir), strict=True))
     with ProgressView(enabled=False if args.quiet else None) as view:
         items = asyncio.run(
-            make_soundtracks(jobs, args.url, options, args.jobs, view.update, args.timeout)
+            make_soundtracks(jobs, args.url, options, args.jobs, view.update, args.timeout, tls)
         )
     failed = [item for item in items if item.error]
     for item in failed:

@@ -17,3 +17,7 @@ class MuxError(ClientError, RuntimeError):
 
 class ServerError(ClientError, RuntimeError):
     """The Triton server could not be reached or rejected or failed the request."""
+
+
+class TlsError(ClientError, ValueError):
+    """A TLS option is incomplete, or a certificate or key file cannot be used."""

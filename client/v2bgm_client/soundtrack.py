@@ -18,6 +18,7 @@ import numpy as np
 
 from . import audio, events
 from .api import DEFAULT_TIMEOUT_S, DEFAULT_URL, request_duration
+from .connection import TlsOptions
 from .errors import ServerError
 from .mux import AUDIO_RATE, MuxReport, _resample, check_output_path, mux_audio
 from .options import SoundtrackOptions
@@ -219,14 +220,16 @@ def make_soundtrack(
     options: SoundtrackOptions | None = None,
     on_event: OnEvent | None = None,
     timeout_s: float = DEFAULT_TIMEOUT_S,
+    tls: TlsOptions | None = None,
 ) -> SoundtrackResult:
     """Blocking: the video at `input_path` with music, written to `output` (or, for several
     candidates, OUTPUT-1, OUTPUT-2, ...). `on_event` sees every stream event as it arrives
-    (e.g. a progress bar). Raises VideoError, MuxError, ServerError or InvalidInput."""
+    (e.g. a progress bar); `tls` connects over TLS (None: plaintext). Raises VideoError,
+    MuxError, ServerError (TlsError for an unusable certificate) or InvalidInput."""
     options = options or SoundtrackOptions()
     prepared = prepare(input_path, output, options)
     collected = Collected()
-    for event in stream_events(url, prepared.request, timeout_s):
+    for event in stream_events(url, prepared.request, timeout_s, tls):
         collected.add(event)
         if on_event is not None:
             on_event(event)

@@ -17,6 +17,7 @@ import numpy as np
 from . import events
 from . import interface as api
 from .api import DEFAULT_TIMEOUT_S, server_error
+from .connection import TlsOptions, open_client
 from .errors import ServerError
 from .options import SoundtrackOptions
 
@@ -85,27 +86,30 @@ def stream_inputs(module: Any, request: Mapping[str, np.ndarray]) -> list:
     return inputs
 
 
-def stream_error(url: str, error: Exception, timeout_s: float) -> ServerError:
+def stream_error(
+    url: str, error: Exception, timeout_s: float, tls: TlsOptions | None = None
+) -> ServerError:
     """One line for an error that ended a stream (Triton sends stream errors without a code)."""
     status = getattr(error, "status", None)
     status = status() if callable(status) else None
     message = error.message() if hasattr(error, "message") else str(error)
     if status is None and not any(m in (message or "").lower() for m in ("connect", "dns")):
         return ServerError(f"the server failed the request: {' '.join(str(message).split())}")
-    return server_error(url, status or "StatusCode.UNAVAILABLE", message, timeout_s)
+    return server_error(url, status or "StatusCode.UNAVAILABLE", message, timeout_s, tls)
 
 
 def stream_events(
-    url: str, request: Mapping[str, np.ndarray], timeout_s: float = DEFAULT_TIMEOUT_S
+    url: str,
+    request: Mapping[str, np.ndarray],
+    timeout_s: float = DEFAULT_TIMEOUT_S,
+    tls: TlsOptions | None = None,
 ) -> Iterator[events.Event]:
-    """Send `request` to the STREAM model at `url`; yield its events until `Done`."""
+    """Send `request` to the STREAM model at `url` (over TLS when `tls` is given); yield its
+    events until `Done`."""
     import tritonclient.grpc as grpcclient
     from tritonclient.utils import InferenceServerException
 
-    try:
-        client = grpcclient.InferenceServerClient(url)
-    except Exception as exc:  # tritonclient raises several types for a malformed URL
-        raise ServerError(f"bad server URL {url!r}: {exc}") from None
+    client = open_client(grpcclient, url, tls)
     answers: queue.Queue = queue.Queue()
     deadline = time.monotonic() + timeout_s
     finished = False
@@ -120,7 +124,7 @@ def stream_events(
                 _, error = answers.get(timeout=STREAM_ERROR_WAIT_S)
             except queue.Empty:
                 error = exc
-            raise stream_error(url, error or exc, timeout_s) from None
+            raise stream_error(url, error or exc, timeout_s, tls) from None
         while True:
             try:
                 result, error = answers.get(timeout=max(deadline - time.monotonic(), 1e-3))
@@ -129,7 +133,7 @@ def stream_events(
                     f"the server at {url} did not answer within {timeout_s:g} s"
                 ) from None
             if error is not None:
-                raise stream_error(url, error, timeout_s)
+                raise stream_error(url, error, timeout_s, tls)
             event = parse_stream_result(result)
             finished = isinstance(event, events.Done)
             yield event
