@@ -139,3 +139,15 @@ def test_silent_xcodec_mix_leaves_the_vocoder_high_band() -> None:
     vocoder = np.random.default_rng(1).uniform(-0.5, 0.5, 882 * 20).astype(np.float32)
     out = recombine(np.zeros(320 * 20, np.float32), vocoder)
     np.testing.assert_array_equal(out, highpass(vocoder))
+
+
+@pytest.mark.parametrize("n", [0, 1, 5, 4095, 4096, 4097, 100_003])
+def test_numpy_biquad_equals_scipy_lfilter(n):
+    import scipy.signal
+
+    from v2bgm.yue import postprocess
+
+    x = np.random.default_rng(n).uniform(-1, 1, n)
+    for b, a in (postprocess.lowpass_coefficients(44100), postprocess.highpass_coefficients(16000)):
+        got = postprocess.iir2(x, b / a[0], a / a[0])
+        np.testing.assert_allclose(got, scipy.signal.lfilter(b / a[0], a / a[0], x), atol=1e-12)

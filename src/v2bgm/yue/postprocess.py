@@ -22,7 +22,6 @@ from __future__ import annotations
 import math
 
 import numpy as np
-import scipy.signal
 import torch
 import torch.nn.functional as F
 
@@ -70,6 +69,9 @@ def resample(audio: np.ndarray, orig_rate: int = LOW_RATE, new_rate: int = HIGH_
     return y[0].transpose(0, 1).reshape(-1)[:n_out].numpy()
 
 
+IIR_BLOCK = 4096  # samples per block of `iir2` (the biquads' responses die out well within it)
+
+
 # --- biquads: torchaudio's lowpass_biquad / highpass_biquad ------------------------------------
 def lowpass_coefficients(
     sample_rate: int, cutoff: float = CUTOFF_HZ, q: float = BIQUAD_Q
@@ -92,8 +94,36 @@ def highpass_coefficients(
 
 def biquad(audio: np.ndarray, b: np.ndarray, a: np.ndarray) -> np.ndarray:
     """Direct-form IIR from rest, then torchaudio's [-1, 1] clamp; float64 inside, float32 out."""
-    y = scipy.signal.lfilter(b / a[0], a / a[0], np.asarray(audio, dtype=np.float64))
+    y = iir2(np.asarray(audio, dtype=np.float64), b / a[0], a / a[0])
     return np.clip(y, -LFILTER_CLAMP, LFILTER_CLAMP).astype(np.float32)
+
+
+def iir2(x: np.ndarray, b: np.ndarray, a: np.ndarray, block: int = IIR_BLOCK) -> np.ndarray:
+    """`lfilter(b, a, x)` for a second-order section (a[0] = 1) in numpy alone (SciPy is not on
+    every machine that serves), in blocks: within a block the output is the input filtered
+    from rest (an FFT convolution with the impulse response, all blocks at once) plus the
+    free response to the two outputs carried in from the block before."""
+    n = len(x)
+    if n == 0:
+        return x.copy()
+    v = np.convolve(x, b)[:n]  # the numerator, then y[k] = v[k] - a1 y[k-1] - a2 y[k-2]
+    a1, a2 = float(a[1]), float(a[2])
+    h = np.zeros(block)  # impulse response of 1 / (1 + a1 z^-1 + a2 z^-2)
+    h[0] = 1.0
+    for k in range(1, block):
+        h[k] = -a1 * h[k - 1] - (a2 * h[k - 2] if k > 1 else 0.0)
+    g1 = -a1 * h - a2 * np.concatenate([[0.0], h[:-1]])  # free response to y[-1] = 1
+    g2 = -a2 * h  # ... to y[-2] = 1
+    blocks = -(-n // block)
+    padded = np.zeros(blocks * block)
+    padded[:n] = v
+    size = 2 * block
+    spectrum = np.fft.rfft(h, size)
+    rest = np.fft.irfft(np.fft.rfft(padded.reshape(blocks, block), size) * spectrum, size)
+    y = rest[:, :block]
+    for i in range(1, blocks):
+        y[i] += y[i - 1, -1] * g1 + y[i - 1, -2] * g2
+    return y.reshape(-1)[:n]
 
 
 def lowpass(
