@@ -117,7 +117,7 @@ def engine_rate(engine: Stage1Engine, batch: int, new_tokens: int, device: torch
 
 
 @torch.inference_mode()
-def kernel_profile(engine: Stage1Engine, steps: int = 3, top: int = 10) -> dict:
+def kernel_profile(engine: Stage1Engine, steps: int = 3, top: int = 40) -> dict:
     """Kernels of eager decoding steps of one request (graphs off: the profiler sees each)."""
     from torch.profiler import ProfilerActivity, profile
 
@@ -129,6 +129,7 @@ def kernel_profile(engine: Stage1Engine, steps: int = 3, top: int = 10) -> dict:
             engine.step()
     torch.cuda.synchronize()
     engine.graphs.enabled = True
+    engine.flush()
     for job in list(engine.jobs):
         if job is not None:
             engine._release(job)

@@ -143,12 +143,13 @@ class StaticLlama:
         cos, sin = self.cos[positions][:, None], self.sin[positions][:, None]  # [R, 1, T, D]
         spans = _starts(parts)
         masks = [self._mask(positions, part, start) for part, start in spans]
+        writes = [self._cache_index(positions, part, start) for part, start in spans]
         shape = (self.heads, self.kv_heads, self.head_dim, self.eps)
         for index, layer in enumerate(self.layers):
             h, q, k, v = self._pre(h, delta, layer.norm1, layer.qkv, cos, sin, *shape)
             outs = [
-                self._attend(index, part, q[sl], k[sl], v[sl], positions[sl], mask)
-                for (part, start), mask in zip(spans, masks, strict=True)
+                self._attend(index, part, q[sl], k[sl], v[sl], where, mask)
+                for (part, start), mask, where in zip(spans, masks, writes, strict=True)
                 for sl in [slice(start, start + part.rows)]
             ]
             attn = outs[0] if len(outs) == 1 else torch.cat(outs)
@@ -166,6 +167,15 @@ class StaticLlama:
         group = self.heads // self.kv_heads
         return seen[:, None].expand(-1, group, -1, -1).reshape(part.rows, 1, -1, part.kv_len)
 
+    def _cache_index(self, positions: torch.Tensor, part: Part, start: int) -> torch.Tensor:
+        """Rows of a layer's cache, seen as [slots * kv_heads * length, D], that the part's
+        keys/values [rows, kv_heads, T, D] go to (computed once per forward, not per layer)."""
+        pos = positions[start : start + part.rows]  # [rows, T]
+        slots = torch.arange(part.first, part.first + part.rows, device=pos.device)
+        heads = torch.arange(self.kv_heads, device=pos.device)
+        rows = slots[:, None, None] * self.kv_heads + heads[None, :, None]
+        return (rows * part.pool.length + pos[:, None, :]).reshape(-1)
+
     def _attend(
         self,
         layer: int,
@@ -173,15 +183,13 @@ class StaticLlama:
         q: torch.Tensor,
         k: torch.Tensor,
         v: torch.Tensor,
-        positions: torch.Tensor,
+        where: torch.Tensor,
         mask: torch.Tensor,
     ) -> torch.Tensor:
         pool, rows, length = part.pool, part.rows, q.shape[2]
-        slots = torch.arange(part.first, part.first + rows, device=q.device)
-        heads = torch.arange(self.kv_heads, device=q.device)
-        index = (slots[:, None, None], heads[None, :, None], positions[:, None, :])
-        pool.k[layer].index_put_(index, k)
-        pool.v[layer].index_put_(index, v)
+        d = self.head_dim
+        pool.k[layer].view(-1, d).index_copy_(0, where, k.reshape(-1, d))
+        pool.v[layer].view(-1, d).index_copy_(0, where, v.reshape(-1, d))
         keys = pool.k[layer, part.first : part.first + rows, :, : part.kv_len]
         values = pool.v[layer, part.first : part.first + rows, :, : part.kv_len]
         group = self.heads // self.kv_heads
@@ -211,7 +219,13 @@ def _pre_attention(
     qkv = F.linear(_rms_norm(h, norm, eps), qkv_weight)
     qkv = qkv.view(rows, length, heads + 2 * kv_heads, head_dim).transpose(1, 2)
     q, k, v = qkv.split([heads, kv_heads, kv_heads], dim=1)  # [R, heads, T, D]
-    return h, _rope(q, cos, sin), _rope(k, cos, sin), v
+    # contiguous: the cache takes k/v and SDPA q in this layout, without a copy of their own
+    return (
+        h,
+        _rope(q, cos, sin).contiguous(),
+        _rope(k, cos, sin).contiguous(),
+        v.contiguous(),
+    )
 
 
 def _post_attention(
