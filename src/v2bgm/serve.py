@@ -10,6 +10,7 @@ venv through the `python3` first on PATH).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import shutil
 import signal
@@ -35,6 +36,14 @@ EXIT_TIMEOUT_S = 30  # in-flight requests get this long to finish after SIGTERM
 # unload) refuses every call, so a caller that reaches the ports cannot swap models. Extra
 # arguments may choose another mode (tests/reliability uses "explicit" to reload a dead stub).
 MODEL_CONTROL_MODE = "none"
+# Python-backend stubs outlive a tritonserver that crashed, or whose exit timeout ran out with a
+# request in flight (seen with Triton 2.51: the composer's and the streaming model's stubs stayed,
+# reparented to PID 1, holding their models' memory). Their command line names the server:
+# triton_python_backend_stub MODEL.py SHM_REGION SIZE GROWTH SERVER_PID ...
+STUB_NAME = "triton_python_backend_stub"
+STUB_SHM_ARG, STUB_PARENT_ARG = 2, 5
+STUB_EXIT_WAIT_S = 2.0  # a stub that notices its server is gone may exit by itself meanwhile
+SHM_DIR = Path("/dev/shm")
 
 
 @dataclass(frozen=True)
@@ -67,6 +76,40 @@ def find_install(home: Path | None = None) -> TritonInstall:
         "PATH": os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")]),
     }
     return TritonInstall(server, root / "backends", env)
+
+
+def stub_args(server_pid: int) -> dict[int, list[str]]:
+    """The live Python-backend stubs that tritonserver `server_pid` started, with their args."""
+    stubs = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            args = (entry / "cmdline").read_bytes().decode(errors="replace").split("\0")
+        except OSError:
+            continue  # gone meanwhile
+        if (
+            Path(args[0]).name == STUB_NAME
+            and len(args) > STUB_PARENT_ARG
+            and args[STUB_PARENT_ARG] == str(server_pid)
+        ):
+            stubs[int(entry.name)] = args
+    return stubs
+
+
+def reap_stubs(server_pid: int, wait_s: float = STUB_EXIT_WAIT_S) -> list[int]:
+    """Kill the stubs an exited tritonserver left running, and remove their shared-memory
+    regions (the server removes them only on a clean exit). Returns the pids killed."""
+    left = stub_args(server_pid)
+    deadline = time.monotonic() + wait_s
+    while (alive := stub_args(server_pid)) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    for pid in alive:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+    for args in left.values():
+        (SHM_DIR / Path(args[STUB_SHM_ARG]).name).unlink(missing_ok=True)
+    return sorted(alive)
 
 
 def has_gpu() -> bool:
@@ -139,15 +182,26 @@ class TritonServer:
         raise TimeoutError(f"tritonserver not ready after {timeout_s:.0f} s ({self.ready_url})")
 
     def stop(self, timeout_s: float = EXIT_TIMEOUT_S + 10) -> int:
-        """SIGTERM (Triton lets in-flight requests finish), then SIGKILL after `timeout_s`."""
-        if self.process is None or self.process.poll() is not None:
-            return self.process.returncode if self.process else 0
-        self.process.send_signal(signal.SIGTERM)
-        try:
-            return self.process.wait(timeout_s)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            return self.process.wait()
+        """SIGTERM (Triton lets in-flight requests finish), then SIGKILL after `timeout_s`;
+        then no stub of the server is left running."""
+        if self.process is None:
+            return 0
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(timeout_s)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+        return self.wait()
+
+    def wait(self) -> int:
+        """Wait for the server to exit, kill the stubs it left behind; its exit code."""
+        assert self.process is not None
+        code = self.process.wait()
+        left = reap_stubs(self.process.pid)
+        if left:
+            print(f"v2bgm-serve: killed stubs left running by tritonserver: {left}", flush=True)
+        return code
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -199,7 +253,7 @@ def main(argv: list[str] | None = None) -> int:
         flush=True,
     )
     assert server.process is not None
-    return server.process.wait()
+    return server.wait()
 
 
 if __name__ == "__main__":

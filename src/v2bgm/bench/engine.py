@@ -151,6 +151,30 @@ def kernel_profile(engine: Stage1Engine, steps: int = 3, top: int = 40) -> dict:
 
 
 @torch.inference_mode()
+def stage2_profile(engine: Stage2Engine, frames: int = 6, top: int = 25) -> dict:
+    """Kernels of eager stage-2 frames (two chunks side by side), per forward."""
+    from torch.profiler import ProfilerActivity, profile
+
+    codes = np.random.default_rng(1).integers(0, tokens.CODEBOOK_SIZE, (2, frames))
+    engine.graphs.enabled = False
+    engine.fill_many(list(codes))  # warm
+    with profile(activities=[ProfilerActivity.CUDA]) as prof:
+        engine.fill_many(list(codes))
+    torch.cuda.synchronize()
+    engine.graphs.enabled = True
+    events = [e for e in prof.key_averages() if e.device_type.name == "CUDA"]
+    events.sort(key=lambda e: e.device_time_total, reverse=True)
+    forwards = frames * (tokens.STAGE2_CODEBOOKS - 1)
+    return {
+        "kernels_per_forward": sum(e.count for e in events) / forwards,
+        "gpu_ms_per_forward": sum(e.device_time_total for e in events) / forwards / 1000,
+        "top": [
+            [e.key[:70], e.count / forwards, e.device_time_total / forwards] for e in events[:top]
+        ],
+    }
+
+
+@torch.inference_mode()
 def parity(model, engine_model, tokenizer, new_tokens: int) -> dict:
     """Greedy tokens of both paths on these weights: how many agree before the first mismatch
     (bf16 rounding differs between the two paths' kernels, and random weights give flat
@@ -258,7 +282,10 @@ def main(argv: list[str] | None = None) -> int:
         torch.cuda.empty_cache()
     s2 = AutoModelForCausalLM.from_pretrained(args.weights / checkpoints.YUE_STAGE2, dtype=dtype)
     stage2 = Stage2Engine(StaticLlama(s2.to(device).eval()))
+    stage2_seconds(stage2, args.music_s, 1, device)  # compiles for these shapes
     report["stage2"] = [stage2_seconds(stage2, args.music_s, t, device) for t in (1, 2)]
+    if device.type == "cuda":
+        report["profile_eager_stage2"] = stage2_profile(stage2)
     report["decode"] = decode_seconds(args.weights, args.music_s, args.device)
     if device.type == "cuda":
         report["peak_memory_gib"] = torch.cuda.max_memory_allocated(device) / 2**30
