@@ -152,20 +152,26 @@ class StaticLlama:
                 for (part, start), mask, where in zip(spans, masks, writes, strict=True)
                 for sl in [slice(start, start + part.rows)]
             ]
-            attn = outs[0] if len(outs) == 1 else torch.cat(outs)
+            second = outs[1] if len(outs) > 1 else None
+            if len(outs) > 2:
+                second = torch.cat(outs[1:])
             h, delta = self._post(
-                h, attn, layer.o, layer.norm2, layer.gate_up, layer.down, self.eps
+                h, outs[0], second, layer.o, layer.norm2, layer.gate_up, layer.down, self.eps
             )
         h = _rms_norm((h + delta)[:, -1], self.norm, self.eps)
         return F.linear(h, self.lm_head).float()
 
     def _mask(self, positions: torch.Tensor, part: Part, start: int) -> torch.Tensor:
-        """[rows, 1, G*T, kv_len] bool: query rows of one KV head's group see keys j <= p."""
+        """[rows, 1, G*T, kv_len] additive (0 / -inf, the model's dtype): query rows of one KV
+        head's group see keys j <= p. Additive, built once per forward: SDPA would turn a
+        boolean mask into this itself, in every layer."""
         pos = positions[start : start + part.rows]  # [rows, T]
         keys = torch.arange(part.kv_len, device=pos.device)
         seen = keys[None, None, :] <= pos[:, :, None]  # [rows, T, kv]
         group = self.heads // self.kv_heads
-        return seen[:, None].expand(-1, group, -1, -1).reshape(part.rows, 1, -1, part.kv_len)
+        seen = seen[:, None].expand(-1, group, -1, -1).reshape(part.rows, 1, -1, part.kv_len)
+        blocked = torch.full((), float("-inf"), dtype=self.dtype, device=pos.device)
+        return torch.where(seen, torch.zeros((), dtype=self.dtype, device=pos.device), blocked)
 
     def _cache_index(self, positions: torch.Tensor, part: Part, start: int) -> torch.Tensor:
         """Rows of a layer's cache, seen as [slots * kv_heads * length, D], that the part's
@@ -231,6 +237,7 @@ def _pre_attention(
 def _post_attention(
     h: torch.Tensor,
     attn: torch.Tensor,
+    attn_more: torch.Tensor | None,
     o_weight: torch.Tensor,
     norm: torch.Tensor,
     gate_up_weight: torch.Tensor,
@@ -238,7 +245,10 @@ def _post_attention(
     eps: float,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Output projection and residual, RMSNorm and the SiLU MLP (its residual is added by the
-    next `_pre_attention`, where it fuses with the norm)."""
+    next `_pre_attention`, where it fuses with the norm). `attn_more`: the next rows' attention
+    (another cache pool's), joined here where the join fuses with the layout change."""
+    if attn_more is not None:
+        attn = torch.cat([attn, attn_more])
     rows, heads, length, head_dim = attn.shape
     h = h + F.linear(attn.transpose(1, 2).reshape(rows, length, heads * head_dim), o_weight)
     gate, up = F.linear(_rms_norm(h, norm, eps), gate_up_weight).chunk(2, dim=-1)
