@@ -31,6 +31,10 @@ DEFAULT_TIMEOUT_S = 900.0  # captioning plus composing up to MAX_DURATION_S of m
 _MAX_SAMPLE_RATE = 384_000
 # How gRPC words a connection failure (as opposed to a server that answered UNAVAILABLE).
 _UNREACHABLE = ("failed to connect", "connection refused", "errors resolving", "dns", "socket")
+_CONNECT_FAILED = "failed to connect"
+# How gRPC words a connection that dropped while a call was in flight (the server crashed or
+# restarted): the call was sent, so this is not "cannot reach".
+_CONNECTION_LOST = ("stream removed", "socket closed", "connection reset")
 # Overload: a full or timed-out Triton queue answers UNAVAILABLE at once (model_configs'
 # QueuePolicy), as does a model still loading; `infer` retries those with jittered exponential
 # backoff until its deadline. A server that cannot be reached is reported at once instead.
@@ -263,7 +267,13 @@ def server_error(
     if code == "UNAVAILABLE":
         # Also Triton's answer for a model that is still loading: only say "cannot reach" when
         # gRPC itself failed to connect.
-        if any(marker in message.lower() for marker in _UNREACHABLE):
+        lowered = message.lower()
+        if _CONNECT_FAILED not in lowered and any(m in lowered for m in _CONNECTION_LOST):
+            return ServerError(
+                f"lost the connection to the server at {url} during the request ({message}); "
+                "it may have restarted: try again"
+            )
+        if any(marker in lowered for marker in _UNREACHABLE):
             hint = failure_hint(tls, message)
             return ServerError(
                 f"cannot reach the server at {url} ({message})" + (f"; {hint}" if hint else "")

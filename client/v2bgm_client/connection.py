@@ -20,6 +20,7 @@ PEM_MARKER = b"-----BEGIN "  # every PEM certificate or key holds one
 # certificate that mutual TLS requires).
 TLS_FAILURE_MARKERS = ("ssl_error", "handshake failed", "certificate_verify")
 SOCKET_CLOSED = "socket closed"
+CONNECT_FAILED = "failed to connect"
 
 
 @dataclass(frozen=True)
@@ -96,8 +97,8 @@ def failure_hint(tls: TlsOptions | None, message: str) -> str:
         return "the TLS handshake failed: is the server plaintext (no --ssl)?"
     if any(marker in lowered for marker in TLS_FAILURE_MARKERS):
         return "the TLS handshake failed"
-    if SOCKET_CLOSED not in lowered:
-        return ""
+    if SOCKET_CLOSED not in lowered or CONNECT_FAILED not in lowered:
+        return ""  # not hung up on while connecting (e.g. dropped mid-request)
     if tls is None:
         return "the server closed the connection: does it require TLS (--ssl)?"
     if tls.client_cert is None:

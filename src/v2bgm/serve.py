@@ -32,6 +32,13 @@ DEFAULT_WHEEL_HOME = Path(".cache/pytriton_wheel")
 DEFAULT_PORTS = {"http": 8000, "grpc": 8001, "metrics": 8002}
 READY_TIMEOUT_S = 600.0  # 7B weights can take minutes to load
 EXIT_TIMEOUT_S = 30  # in-flight requests get this long to finish after SIGTERM
+EXIT_TIMEOUT_FLAG = "--exit-timeout-secs="
+# Past its exit timeout, tritonserver 2.51 says "Exiting immediately" but lingers until the
+# compositions in flight end (86 s for one of 120 s of music, then a segfault): the launcher kills
+# it this long after the timeout. The chart's grace period leaves room for it (15 s drain + 300 s
+# timeout + 15 s < 360 s).
+KILL_MARGIN_S = 15.0
+WAIT_POLL_S = 0.5
 # Explicit: with "none" the repository is loaded once at start and the model control API (load,
 # unload) refuses every call, so a caller that reaches the ports cannot swap models. Extra
 # arguments may choose another mode (tests/reliability uses "explicit" to reload a dead stub).
@@ -194,6 +201,14 @@ class TritonServer:
                 self.process.kill()
         return self.wait()
 
+    def exit_timeout_s(self) -> float:
+        """The exit timeout tritonserver runs with: the last one on its command line."""
+        given = [a for a in self.extra_args if a.startswith(EXIT_TIMEOUT_FLAG)]
+        try:
+            return float(given[-1].removeprefix(EXIT_TIMEOUT_FLAG)) if given else EXIT_TIMEOUT_S
+        except ValueError:  # tritonserver refuses it and exits at once
+            return EXIT_TIMEOUT_S
+
     def wait(self) -> int:
         """Wait for the server to exit, kill the stubs it left behind; its exit code."""
         assert self.process is not None
@@ -202,6 +217,28 @@ class TritonServer:
         if left:
             print(f"v2bgm-serve: killed stubs left running by tritonserver: {left}", flush=True)
         return code
+
+
+def wait_with_deadline(server: TritonServer, stop_signalled_at: list[float]) -> int:
+    """Wait for tritonserver to exit; once a stop signal came (`stop_signalled_at`), at most its
+    exit timeout + KILL_MARGIN_S, then kill it. Its stubs are reaped; the shell-style exit code."""
+    assert server.process is not None
+    grace_s = server.exit_timeout_s() + KILL_MARGIN_S
+    while True:
+        try:
+            server.process.wait(WAIT_POLL_S)
+            break
+        except subprocess.TimeoutExpired:
+            if stop_signalled_at and time.monotonic() - stop_signalled_at[0] > grace_s:
+                print(
+                    f"v2bgm-serve: tritonserver still running {grace_s:g} s after the stop "
+                    "signal: killing it",
+                    file=sys.stderr,
+                    flush=True,
+                )
+                server.process.kill()
+    code = server.wait()
+    return 128 - code if code < 0 else code  # killed by signal N: 128 + N, as a shell says
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -234,9 +271,12 @@ def main(argv: list[str] | None = None) -> int:
         home=args.triton_home,
     )
 
+    stop_signalled_at: list[float] = []
+
     def forward(signum: int, _frame: object) -> None:
         if server.process and server.process.poll() is None:
             server.process.send_signal(signum)
+            stop_signalled_at.append(time.monotonic())
 
     signal.signal(signal.SIGINT, forward)
     signal.signal(signal.SIGTERM, forward)
@@ -252,8 +292,7 @@ def main(argv: list[str] | None = None) -> int:
         f"HTTP :{args.http_port}, metrics :{args.metrics_port}",
         flush=True,
     )
-    assert server.process is not None
-    return server.wait()
+    return wait_with_deadline(server, stop_signalled_at)
 
 
 if __name__ == "__main__":

@@ -156,6 +156,11 @@ def test_parse_response_tolerates_bad_utf8():
             "FRAMES holds 0 frames",
             "rejected the request: FRAMES holds 0",
         ),
+        (
+            "StatusCode.UNAVAILABLE",
+            "Stream removed (Socket closed)",
+            "lost the connection to the server at h:1 during the request",
+        ),
         ("StatusCode.DEADLINE_EXCEEDED", "Deadline Exceeded", "did not answer within 5 s"),
         ("StatusCode.INTERNAL", "CUDA out of\nmemory", "(INTERNAL): CUDA out of memory"),
         (None, None, "unknown status"),

@@ -58,6 +58,7 @@ def test_unusable_files_are_named(tmp_path):
         (TlsOptions(), UNTRUSTED, "--root-cert names the CA"),
         (TlsOptions(), "Tls handshake failed: SSL_ERROR_SSL: WRONG_VERSION_NUMBER", "plaintext"),
         (None, "failed to connect to all addresses; Connection refused", ""),
+        (None, "Stream removed (Socket closed)", ""),  # dropped mid-request: not about TLS
     ],
 )
 def test_refused_connections_get_a_hint(tls, message, hint):

@@ -18,12 +18,12 @@ from tritonclient.utils import InferenceServerException
 from v2bgm_client import interface as api
 
 from tests.conftest import ROOT
+from tests.reliability.probes import stub_pids
 from tests.reliability.servers import render_repository, start_server
 from v2bgm.serve import TritonServer
 
 pytestmark = pytest.mark.server
 
-STUB = "triton_python_backend_stub"
 IN_GENERATION_S = 1.0  # after sending: the request has reached the stub (it runs for seconds)
 ZOMBIE = "Z"
 UNANSWERED_S = 60.0  # a killed stub's request is answered at once; this long means never
@@ -41,27 +41,6 @@ def load_health():
 
 def process_state(pid: int) -> str:
     return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-
-
-def stub_pids(server_pid: int, model: str) -> list[int]:
-    """The Python-backend stub processes serving `model`: children of tritonserver (/proc)."""
-    pids = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            stat = (entry / "stat").read_text()
-            cmdline = (entry / "cmdline").read_bytes().split(b"\0")
-        except OSError:
-            continue  # gone meanwhile
-        ppid = int(stat.rsplit(")", 1)[1].split()[1])
-        if (
-            ppid == server_pid
-            and STUB in cmdline[0].decode(errors="replace")
-            and any(f"/{model}/".encode() in arg for arg in cmdline)
-        ):
-            pids.append(int(entry.name))
-    return pids
 
 
 def compose_inputs(duration_s: float) -> list[grpcclient.InferInput]:
