@@ -10,7 +10,7 @@ SEED ?= 0
 
 PROM_HOME := .cache/prometheus
 
-.PHONY: setup models demo serve test lint configs clean gpu-bundle prometheus load bench-gpu
+.PHONY: setup models demo serve test lint configs clean gpu-bundle prometheus load bench-gpu soak
 
 setup: $(VENV)/.installed $(TRITON_HOME)/.unpacked
 
@@ -60,9 +60,15 @@ lint: $(VENV)/.installed
 test: setup models prometheus lint
 	$(PY) -m pytest -q
 
-# Timing-bound load tests (tests/reliability/test_overload.py), outside `make test` for now.
+# The overload tests alone (tests/reliability/test_overload.py, also part of `make test`).
 load: setup models
-	$(PY) -m pytest -q -m load
+	$(PY) -m pytest -q tests/reliability/test_overload.py
+
+# 1,000 ensemble requests (both models) on the tiny models against a dedicated server: every
+# request answered, tritonserver's and each stub's memory flat within 10 % after a warm-up;
+# prints a JSON summary (tests/reliability/soak.py). About 11-13 min on an idle 2-core machine.
+soak: setup models
+	$(PY) -m tests.reliability.soak
 
 clean:
 	rm -rf $(VENV) .cache models out

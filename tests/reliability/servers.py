@@ -6,6 +6,7 @@ from __future__ import annotations
 import shutil
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 from v2bgm_client import interface as api
 
@@ -17,17 +18,18 @@ READY_TIMEOUT_S = 300.0
 
 
 def render_repository(
-    out: Path, models: tuple[str, ...], queues: dict[str, model_configs.QueuePolicy] | None = None
+    out: Path, models: tuple[str, ...], changes: dict[str, dict[str, Any]] | None = None
 ) -> Path:
     """A model repository holding `models` (by name), their configs rendered by the real renderer
-    with other queue policies where `queues` says so; the real repository is left alone."""
-    queues = queues or {}
+    with the `model_configs.PythonModel` fields that `changes` gives per model (queue, slots...);
+    the real repository is left alone."""
+    changes = changes or {}
     for model in model_configs.PYTHON_MODELS:
         name = model.spec.name
         if name not in models:
             continue
         shutil.copytree(ROOT / "model_repository" / name / "1", out / name / "1")
-        model = replace(model, queue=queues.get(name, model.queue))
+        model = replace(model, **changes.get(name, {}))
         for kind, relative in (
             ("KIND_GPU", "config.pbtxt"),
             ("KIND_CPU", f"configs/{model_configs.CPU_CONFIG_NAME}.pbtxt"),
