@@ -57,6 +57,24 @@ def call(url: str, seconds: float, seed: int) -> dict:
     return {"video_s": seconds, "seconds": round(took, 2), "audio_s": round(audio_s, 3)}
 
 
+def stage_means(port: int) -> dict[str, float]:
+    """Mean seconds per stage over every request so far, from the server's own histograms."""
+    import re
+    import urllib.request
+
+    from v2bgm.triton.metrics import STAGE_SECONDS
+
+    text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10).read().decode()
+    sums: dict[str, list[float]] = {}
+    pattern = re.compile(rf'^{STAGE_SECONDS}_(sum|count)\{{.*stage="(\w+)".*\}} ([0-9.e+-]+)$')
+    for line in text.splitlines():
+        match = pattern.match(line)
+        if match:
+            kind, stage, value = match.groups()
+            sums.setdefault(stage, [0.0, 0.0])[kind == "count"] += float(value)
+    return {stage: round(total / count, 2) for stage, (total, count) in sums.items() if count}
+
+
 class MemoryWatch:
     """The most GPU memory (MiB) each process held while the watch ran (nvidia-smi, 0.5 s)."""
 
@@ -130,6 +148,7 @@ def main(argv: list[str] | None = None) -> int:
             "music_s_per_wall_s": round(sum(r["audio_s"] for r in results) / wall, 3),
         }
         report["gpu_memory_peak_mib"] = memory.peak
+        report["stage_mean_s"] = stage_means(server.metrics_port)
     finally:
         report["exit_code"] = server.stop()
     text = json.dumps(report, indent=1)

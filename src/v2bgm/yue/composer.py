@@ -34,6 +34,7 @@ from v2bgm.yue.stage2 import Stage2
 from v2bgm.yue.tokenizer import YuETokenizer
 from v2bgm.yue.vocoder import SAMPLE_RATE, Upsampler
 
+STAGE2_ROWS = 32  # 6-s chunks teacher-forced side by side: several requests' tracks at once
 WARM_UP_TAGS = "pop piano"
 WARM_UP_LYRICS = "[verse]\nla la la"
 FADE_OUT_S = 0.05  # the cut at the requested length gets a short fade, never a click
@@ -69,7 +70,7 @@ class YuEComposer:
         stage2: Stage2 | Stage2Engine = Stage2(s2)
         if engine:
             stage1 = Stage1Engine(StaticLlama(s1), tokenizer, slots=slots)
-            stage2 = Stage2Engine(StaticLlama(s2))
+            stage2 = Stage2Engine(StaticLlama(s2), rows=STAGE2_ROWS)
         return cls(stage1, stage2, *load_decoder(root, device))
 
     def compose(self, request: MusicRequest, progress: Progress | None = None) -> Music:
@@ -108,23 +109,41 @@ class YuEComposer:
         progress: Progress | None = None,
     ) -> Music:
         """Stage 2 and decoding of stage 1's tracks: the music, exactly as long as asked."""
+        tracks = self.tracks(out1, instrumental_only)
+        t0 = time.perf_counter()
+        codes = self.stage2_many(list(tracks.values()), progress)
+        stage2_s = time.perf_counter() - t0
+        return self.assemble(request, dict(zip(tracks, codes, strict=True)), stage2_s, progress)
+
+    @staticmethod
+    def tracks(out1: Stage1Output, instrumental_only: bool) -> dict[str, np.ndarray]:
+        """The codebook-0 tracks stage 2 fills: background music is the instrumental alone."""
         tracks = {"instrumental": out1.instrumental}
         if not instrumental_only:
             tracks["vocal"] = out1.vocal
-        t0 = time.perf_counter()
-        codes = self._stage2(list(tracks.values()), progress)
+        return tracks
+
+    def assemble(
+        self,
+        request: MusicRequest,
+        codes: dict[str, np.ndarray],
+        stage2_s: float,
+        progress: Progress | None = None,
+    ) -> Music:
+        """Decoded tracks [8, T] each -> the music, exactly as long as asked, with its costs."""
         t1 = time.perf_counter()
-        audio, stems = self.decode(dict(zip(tracks, codes, strict=True)), progress)
+        audio, stems = self.decode(codes, progress)
         n_samples = round(request.duration_s * self.sample_rate)
         audio = fade_out(fit_length(audio, n_samples), self.sample_rate)
         stems = {name: fit_length(stem, n_samples) for name, stem in stems.items()}
+        frames = sum(c.shape[1] for c in codes.values())
         stats = {
-            "stage2": StageStats(t1 - t0, len(tracks) * frames * (tokens.STAGE2_CODEBOOKS - 1)),
+            "stage2": StageStats(stage2_s, frames * (tokens.STAGE2_CODEBOOKS - 1)),
             "decode": StageStats(time.perf_counter() - t1),
         }
         return Music(audio.astype(np.float32), self.sample_rate, stems, stats)
 
-    def _stage2(self, tracks: list[np.ndarray], progress: Progress | None) -> list[np.ndarray]:
+    def stage2_many(self, tracks: list[np.ndarray], progress: Progress | None) -> list[np.ndarray]:
         if isinstance(self.stage2, Stage2Engine):  # every track's chunks in the same steps
             return self.stage2.fill_many(tracks, progress)
         return [self.stage2.fill(codes0, progress=progress) for codes0 in tracks]

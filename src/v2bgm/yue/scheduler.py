@@ -3,7 +3,9 @@
 One thread owns stage 1: requests join its engine between steps (a slot each) and leave it when
 done or cancelled, so a long request never holds a short one back. A second thread, on its own
 CUDA stream, runs stage 2 and decoding of whatever stage 1 finished, so that work overlaps the
-other requests' stage-1 steps instead of stopping them. Callers submit and get a callback.
+other requests' stage-1 steps instead of stopping them; requests that finish stage 1 close
+together share stage 2's steps (it costs ~300 sequential frames whatever the length, so one
+request after another would queue them). Callers submit and get a callback.
 
 Admission is bounded: past `slots` requests decoding and `max_waiting` waiting for a slot, a
 request is refused at once (`Busy`), which the served model answers as UNAVAILABLE for clients
@@ -19,6 +21,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+import numpy as np
 import torch
 
 from v2bgm.composer import Busy, Cancelled, Music, MusicRequest, Progress, StageStats
@@ -127,22 +130,62 @@ class ComposerScheduler:
 
     # -- stage 2 and decoding -------------------------------------------------------------------
     def _finish_loop(self) -> None:
+        """Stage 2 for every request stage 1 has finished since the last round, in one batch of
+        chunks (rows), then each request's decoding and answer."""
         stream = torch.cuda.stream(self.side) if self.side is not None else contextlib.nullcontext()
         with torch.inference_mode(), stream:
-            while (work := self.finishing.get()) is not None:
+            stop = False
+            while not stop:
+                batch = [self.finishing.get()]
+                with contextlib.suppress(queue.Empty):
+                    while True:
+                        batch.append(self.finishing.get_nowait())
+                stop = None in batch
+                works = [w for w in batch if w is not None]
+                if works:
+                    self._finish(works)
+
+    def _finish(self, works: list[_Work]) -> None:
+        tracks: list[tuple[int, str, np.ndarray]] = []  # (work, track name, codebook 0)
+        for i, work in enumerate(works):
+            assert work.job is not None and work.job.result is not None
+            for name, codes0 in self.composer.tracks(work.job.result, work.plan[1]).items():
+                tracks.append((i, name, codes0))
+        cancelled: dict[int, Cancelled] = {}
+
+        def progress(stage: str, fraction: float) -> None:  # a cancel drops one request
+            for i, work in enumerate(works):
+                if work.progress is not None and i not in cancelled:
+                    try:
+                        work.progress(stage, fraction)
+                    except Cancelled as exc:
+                        cancelled[i] = exc.with_traceback(None)
+            if len(cancelled) == len(works):
+                raise Cancelled("every request of this stage-2 batch was cancelled")
+
+        clock = time.perf_counter()
+        try:
+            codes = self.composer.stage2_many([t[2] for t in tracks], progress)
+        except Exception as exc:
+            for i, work in enumerate(works):
+                self._answer(work, cancelled.get(i) or exc.with_traceback(None))
+            return
+        stage2_s = time.perf_counter() - clock
+        for i, work in enumerate(works):
+            if i in cancelled:
+                self._answer(work, cancelled[i])
+                continue
+            mine = {name: c for (j, name, _), c in zip(tracks, codes, strict=True) if j == i}
+            try:
+                music = self.composer.assemble(work.request, mine, stage2_s, work.progress)
                 assert work.job is not None and work.job.result is not None
-                try:
-                    frames, instrumental_only = work.plan
-                    music = self.composer.finish(
-                        work.request, work.job.result, frames, instrumental_only, work.progress
-                    )
-                    stage1 = StageStats(work.stage1_s, work.job.result.tokens)
-                    music.stats = {"stage1": stage1, **music.stats}
-                    self._answer(work, music)
-                except Cancelled as exc:
-                    self._answer(work, exc.with_traceback(None))
-                except Exception as exc:
-                    self._answer(work, exc)
+                stage1 = StageStats(work.stage1_s, work.job.result.tokens)
+                music.stats = {"stage1": stage1, **music.stats}
+                self._answer(work, music)
+            except Cancelled as exc:
+                self._answer(work, exc.with_traceback(None))
+            except Exception as exc:
+                self._answer(work, exc)
 
     def _answer(self, work: _Work, result: Music | BaseException) -> None:
         with self.lock:
