@@ -33,16 +33,23 @@ from v2bgm.triton.model_configs import QueuePolicy
 pytestmark = pytest.mark.server
 
 LOAD_FACTOR = 2.0  # times the measured capacity
-BURST_REQUESTS = 12  # at twice the capacity: a burst of 6 service times
+# At twice the capacity: a burst of 12 service times. The captioner and the composer work side
+# by side, so the true capacity is above 1 / service time and the backlog grows more slowly than
+# one request per service time; 12 service times overflow the ~4 places (a captioning and a
+# composition running, one waiting for each) even so. A burst of 6 did not, on an idle machine.
+BURST_REQUESTS = 24
 QUEUE_SIZE = 1  # per model: small, so that twice the capacity overflows it
 COMPOSER_SLOTS = 1  # one composition at a time, so one request's latency is the capacity
 QUEUE_TIMEOUT_US = 3_600_000_000  # never reached here: rejections come from full queues
 DURATION_S = 1.0  # of music per request: the shortest the interface allows
 # An accepted request waits for at most a queue's worth per model, then runs: with one waiting and
 # one running per model that is 2 * (QUEUE_SIZE + 1) service times; 1.5x for the load changing
-# meanwhile. Still below the 12 service times that queueing the whole burst would take.
+# meanwhile. Well below the ~16 that queueing the whole burst would take.
 ACCEPTED_BOUND_SERVICES = 1.5 * 2 * (QUEUE_SIZE + 1)
-REJECTED_BOUND_SERVICES = 0.25  # a full queue answers at once: a fraction of a service time
+# A full line answers at once: the captioner's before captioning, the composer's after it (so
+# after a captioning and maybe a wait for one): measured at most 0.45 service times on an idle
+# machine, 0.73 with two CPU-bound processes beside; never a composition's wait.
+REJECTED_BOUND_SERVICES = 1.5
 ANSWER_WAIT_SERVICES = 4 * BURST_REQUESTS  # a hang shows as a timeout, not a stuck test
 RETRY_BURST = 3  # more than the queues and the instance hold at once: some are rejected first
 RETRY_DEADLINE_SERVICES = 30
@@ -130,14 +137,15 @@ def test_twice_the_capacity_is_answered_at_once_or_in_bounded_time(served):
     print(
         f"service {service_s:.2f} s, sent {BURST_REQUESTS}, {dict(codes)}; in service times: "
         f"accepted max {accepted[-1] / service_s:.2f}, "
-        f"rejected median {statistics.median(rejected) / service_s:.3f}"
+        f"rejected median {statistics.median(rejected) / service_s:.3f}, "
+        f"max {rejected[-1] / service_s:.3f}"
         if accepted and rejected
         else f"service {service_s:.2f} s: {dict(codes)}"
     )
     assert set(codes) <= {"OK", "UNAVAILABLE"}, codes
     assert codes["OK"] >= 1 and codes["UNAVAILABLE"] >= 1, codes  # served, and shed the excess
     assert accepted[-1] <= ACCEPTED_BOUND_SERVICES * service_s, (accepted, service_s)
-    # A full queue rejects at once (no queue timeout is reached in this test).
+    # Rejected at once (no queue timeout is reached in this test).
     assert rejected[-1] <= REJECTED_BOUND_SERVICES * service_s, (rejected, service_s)
     assert served.server.is_ready()
 
