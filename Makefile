@@ -66,7 +66,8 @@ load: setup models
 
 # 1,000 ensemble requests (both models) on the tiny models against a dedicated server: every
 # request answered, tritonserver's and each stub's memory flat within 10 % after a warm-up;
-# prints a JSON summary (tests/reliability/soak.py). About 11-13 min on an idle 2-core machine.
+# prints a JSON summary (tests/reliability/soak.py). 1.3-1.5 requests/s on an idle 2-core machine
+# (11-13 min); a run beside other test runs took 23 min.
 soak: setup models
 	$(PY) -m tests.reliability.soak
 
