@@ -13,6 +13,7 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # `tests.videos`, `export`
 
+from v2bgm import checkpoints  # noqa: E402
 from v2bgm.serve import TritonServer  # noqa: E402
 
 TINY_WEIGHTS = ROOT / "models" / "tiny"
@@ -36,6 +37,31 @@ def weights(tmp_path_factory: pytest.TempPathFactory) -> Path:
         check=True,
     )
     return out
+
+
+# The tiny YuE models and tokenizer, per test module: the engine fuses a model's weights into
+# views of its own matrices, so a module gets fresh ones.
+@pytest.fixture(scope="module")
+def tokenizer(weights: Path):
+    from v2bgm.yue.tokenizer import YuETokenizer
+
+    return YuETokenizer(weights / checkpoints.YUE_TOKENIZER)
+
+
+@pytest.fixture(scope="module")
+def stage1_model(weights: Path):
+    return _causal_lm(weights / checkpoints.YUE_STAGE1)
+
+
+@pytest.fixture(scope="module")
+def stage2_model(weights: Path):
+    return _causal_lm(weights / checkpoints.YUE_STAGE2)
+
+
+def _causal_lm(folder: Path):
+    from transformers import AutoModelForCausalLM  # heavy: only for the tests that use it
+
+    return AutoModelForCausalLM.from_pretrained(folder).eval()
 
 
 @pytest.fixture(scope="session")

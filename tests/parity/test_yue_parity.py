@@ -5,32 +5,14 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from transformers import AutoModelForCausalLM
 
 from tests.parity import reference
-from v2bgm import checkpoints
 from v2bgm.yue import tokens
 from v2bgm.yue.stage1 import Stage1, Stage1Settings
 from v2bgm.yue.stage2 import Stage2
-from v2bgm.yue.tokenizer import YuETokenizer
 
 SEGMENT_TOKENS = 110  # short segments keep the reference's prefix recomputation affordable
 SECTIONS = tokens.split_sections("[verse]\nlights on the water\n[chorus]\nwe run\n")
-
-
-@pytest.fixture(scope="module")
-def tokenizer(weights) -> YuETokenizer:
-    return YuETokenizer(weights / checkpoints.YUE_TOKENIZER)
-
-
-@pytest.fixture(scope="module")
-def stage1_model(weights):
-    return AutoModelForCausalLM.from_pretrained(weights / checkpoints.YUE_STAGE1).eval()
-
-
-@pytest.fixture(scope="module")
-def stage2_model(weights):
-    return AutoModelForCausalLM.from_pretrained(weights / checkpoints.YUE_STAGE2).eval()
 
 
 def test_first_segment_prompt_token_by_token(tokenizer):

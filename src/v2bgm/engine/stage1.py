@@ -15,7 +15,6 @@ does not hold yet.
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -26,7 +25,13 @@ from v2bgm.engine.graphs import StepGraphs
 from v2bgm.engine.llama import Part, StaticLlama
 from v2bgm.engine.sampling import RowSettings, SamplerState, next_tokens
 from v2bgm.yue import tokens
-from v2bgm.yue.stage1 import Stage1Output, Stage1Settings, fit_context
+from v2bgm.yue.stage1 import (
+    Stage1Output,
+    Stage1Settings,
+    fit_context,
+    max_segments,
+    segment_prompt,
+)
 from v2bgm.yue.tokenizer import YuETokenizer
 
 KV_BUCKET = 1024  # attention reads caches in multiples of this: few graphs, little waste
@@ -202,12 +207,8 @@ class Stage1Engine:
     # -- a request's segments -----------------------------------------------------------------
     def _start_segment(self, job: Stage1Job) -> None:
         s = self.settings
-        section = job.sections[job.index % len(job.sections)]
-        section = section.replace(tokens.START_OF_SEGMENT, "").replace(tokens.END_OF_SEGMENT, "")
-        header = tokens.header_text(job.tags, job.sections) if job.index == 0 else None
-        prompt = tokens.stage1_segment_prompt(self.tokenizer.encode, section, header)
-        if job.index == 0:
-            prompt = prompt[len(job.header) :]
+        encode = self.tokenizer.encode
+        prompt = segment_prompt(encode, job.tags, job.sections, job.index, len(job.header))
         job.prompt, job.new = prompt, []
         job.epoch += 1
         job.want = min(s.max_segment_tokens, 2 * (job.frames - job.made))
@@ -261,8 +262,7 @@ class Stage1Engine:
         job.segments.append(job.prompt + new)
         job.made += (len(new) - 1) // 2
         job.index += 1
-        max_segments = math.ceil(job.frames * 2 / self.settings.min_segment_tokens) + 1
-        if job.made >= job.frames or job.index >= max_segments:
+        if job.made >= job.frames or job.index >= max_segments(job.frames, self.settings):
             self._finish(job)
         else:
             self._start_segment(job)

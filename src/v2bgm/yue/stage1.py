@@ -9,6 +9,7 @@ codebook-0 ids and <EOA> are allowed (the reference's second blocked range is em
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -129,20 +130,10 @@ class Stage1:
         end_ids = self.tokenizer.encode(tokens.END_OF_SEGMENT)
         segments: list[list[int]] = []  # each segment's prompt (header aside) and tokens
         made = generated = 0
-        # Each segment yields at least min_segment_tokens / 2 frames, which bounds the loop.
-        max_segments = math.ceil(frames * 2 / s.min_segment_tokens) + 1
-        for index in range(max_segments):
+        for index in range(max_segments(frames, s)):
             if made >= frames:
                 break
-            section = sections[index % len(sections)]
-            section = section.replace(tokens.START_OF_SEGMENT, "").replace(
-                tokens.END_OF_SEGMENT, ""
-            )
-            prompt = tokens.stage1_segment_prompt(
-                self.tokenizer.encode, section, header if index == 0 else None
-            )
-            if index == 0:
-                prompt = prompt[len(header_ids) :]
+            prompt = segment_prompt(self.tokenizer.encode, tags, sections, index, len(header_ids))
             want = min(s.max_segment_tokens, 2 * (frames - made))
             context = fit_context(
                 header_ids, segments, prompt, s.context_window - want - 1, len(end_ids)
@@ -181,6 +172,23 @@ class Stage1:
         if len(vocal) < frames:
             raise RuntimeError(f"stage 1 made {len(vocal)} frames, {frames} were needed")
         return Stage1Output(vocal[:frames], instrumental[:frames], generated, ids)
+
+
+def max_segments(frames: int, settings: Stage1Settings) -> int:
+    """Each segment yields at least min_segment_tokens / 2 frames, which bounds the segments."""
+    return math.ceil(frames * 2 / settings.min_segment_tokens) + 1
+
+
+def segment_prompt(
+    encode: Callable[[str], list[int]], tags: str, sections: list[str], index: int, header_len: int
+) -> list[int]:
+    """The tokens that open segment `index`, the header aside (it is kept apart for
+    `fit_context`; `header_len` is its length in tokens)."""
+    section = sections[index % len(sections)]
+    section = section.replace(tokens.START_OF_SEGMENT, "").replace(tokens.END_OF_SEGMENT, "")
+    header = tokens.header_text(tags, sections) if index == 0 else None
+    prompt = tokens.stage1_segment_prompt(encode, section, header)
+    return prompt[header_len:] if index == 0 else prompt
 
 
 def fit_context(
