@@ -229,6 +229,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--reference-tokens", type=int, default=64)
     parser.add_argument("--batches", type=int, nargs="+", default=[1, 4, 16])
     parser.add_argument("--music-s", type=float, default=30.0)
+    parser.add_argument(
+        "--long-batches", type=int, nargs="+", default=[1, 16],
+        help="requests decoding --music-s of music together",
+    )  # fmt: skip
     parser.add_argument("--out", type=Path, help="also write the JSON report here")
     parser.add_argument(
         "--parity-fp32", type=int, default=0, metavar="N",
@@ -256,6 +260,17 @@ def main(argv: list[str] | None = None) -> int:
     if report.get("floor_tokens_per_s"):
         report["fraction_of_floor"] = one / report["floor_tokens_per_s"]
     report["stage1_kv_cache_gib"] = (engine.cond.nbytes + engine.uncond.nbytes) / 2**30
+    del engine
+    # The same at the length of the music asked for (attention grows with the cache).
+    music_tokens = int(args.music_s * tokens.STAGE1_TOKENS_PER_SECOND)
+    engine = Stage1Engine(
+        static1, tokenizer, settings_for(music_tokens), slots=max(args.long_batches)
+    )
+    report["engine_music_length"] = [
+        engine_rate(engine, b, music_tokens, device) for b in args.long_batches
+    ]
+    del engine
+    engine = Stage1Engine(static1, tokenizer, settings_for(args.tokens), slots=1)
     if device.type == "cuda":
         report["profile_eager_step_batch1"] = kernel_profile(engine)
         eager = Stage1Engine(

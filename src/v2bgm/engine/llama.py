@@ -14,6 +14,7 @@ own rotary embedding, SDPA with the model's scaling), so greedy tokens equal the
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -21,10 +22,18 @@ import torch.nn.functional as F
 from transformers import PreTrainedModel
 
 COMPILE_ENV = "V2BGM_COMPILE"  # "0": no torch.compile on the GPU (eager kernels, slower)
+# Decoding steps (a query position or two per row) attend with two GEMMs (`decode_attention`)
+# up to this many rows of one pool; SDPA wins beyond (H200: 16 rows 3.2 vs 4.0 ms and 32 rows
+# 5.9 vs 4.2 ms per 32 layers at 6,144 keys, `python -m v2bgm.bench.attention`).
+GEMM_ATTENTION_MAX_T = 2
+GEMM_ATTENTION_MAX_ROWS = 16
 
 
 class KVPool:
-    """Keys and values of `slots` sequences of up to `length` positions, for every layer."""
+    """Keys and values of `slots` sequences of up to `length` positions, for every layer.
+
+    Both live in one tensor [layers, 2, slots, kv_heads, length, dim], so that a layer writes a
+    step's keys and values with one indexed copy."""
 
     def __init__(
         self,
@@ -36,14 +45,14 @@ class KVPool:
         dtype: torch.dtype,
         device: torch.device,
     ) -> None:
-        shape = (layers, slots, kv_heads, length, head_dim)
-        self.k = torch.zeros(shape, dtype=dtype, device=device)
-        self.v = torch.zeros(shape, dtype=dtype, device=device)
-        self.slots, self.length = slots, length
+        shape = (layers, 2, slots, kv_heads, length, head_dim)
+        self.kv = torch.zeros(shape, dtype=dtype, device=device)
+        self.k, self.v = self.kv[:, 0], self.kv[:, 1]
+        self.slots, self.kv_heads, self.length = slots, kv_heads, length
 
     @property
     def nbytes(self) -> int:
-        return 2 * self.k.numel() * self.k.element_size()
+        return self.kv.numel() * self.kv.element_size()
 
 
 @dataclass(frozen=True)
@@ -111,13 +120,14 @@ class StaticLlama:
         # On a GPU the element-wise work around the GEMMs is fused by torch.compile (one
         # compilation, dynamic shapes): a decoding step is launch-bound without it. The CPU runs
         # the same functions eagerly, where the tests pin them to `transformers`' tokens.
-        self._pre, self._post = _pre_attention, _post_attention
+        self._pre, self._post, self._probs = _pre_attention, _post_attention, attention_probs
         if compile is None:
             compile = self.device.type == "cuda" and os.environ.get(COMPILE_ENV, "1") != "0"
         self.compiled = compile
         if compile:
             self._pre = torch.compile(_pre_attention, dynamic=True, fullgraph=True)
             self._post = torch.compile(_post_attention, dynamic=True, fullgraph=True)
+            self._probs = torch.compile(attention_probs, dynamic=True, fullgraph=True)
 
     def pool(self, slots: int, length: int) -> KVPool:
         return KVPool(
@@ -146,9 +156,9 @@ class StaticLlama:
         writes = [self._cache_index(positions, part, start) for part, start in spans]
         shape = (self.heads, self.kv_heads, self.head_dim, self.eps)
         for index, layer in enumerate(self.layers):
-            h, q, k, v = self._pre(h, delta, layer.norm1, layer.qkv, cos, sin, *shape)
+            h, q, kv = self._pre(h, delta, layer.norm1, layer.qkv, cos, sin, *shape)
             outs = [
-                self._attend(index, part, q[sl], k[sl], v[sl], where, mask)
+                self._attend(index, part, q[sl], kv[sl], where, mask)
                 for (part, start), mask, where in zip(spans, masks, writes, strict=True)
                 for sl in [slice(start, start + part.rows)]
             ]
@@ -174,37 +184,79 @@ class StaticLlama:
         return torch.where(seen, torch.zeros((), dtype=self.dtype, device=pos.device), blocked)
 
     def _cache_index(self, positions: torch.Tensor, part: Part, start: int) -> torch.Tensor:
-        """Rows of a layer's cache, seen as [slots * kv_heads * length, D], that the part's
-        keys/values [rows, kv_heads, T, D] go to (computed once per forward, not per layer)."""
+        """Rows of a layer's cache, seen as [2 * slots * kv_heads * length, D], that the part's
+        keys/values [rows, 2, kv_heads, T, D] go to (computed once per forward, not per layer)."""
+        pool = part.pool
         pos = positions[start : start + part.rows]  # [rows, T]
-        slots = torch.arange(part.first, part.first + part.rows, device=pos.device)
-        heads = torch.arange(self.kv_heads, device=pos.device)
-        rows = slots[:, None, None] * self.kv_heads + heads[None, :, None]
-        return (rows * part.pool.length + pos[:, None, :]).reshape(-1)
+        device = pos.device
+        slots = torch.arange(part.first, part.first + part.rows, device=device)
+        which = torch.arange(2, device=device) * pool.slots  # keys, then values
+        heads = torch.arange(self.kv_heads, device=device)
+        rows = (which[None, :, None] + slots[:, None, None]) * self.kv_heads + heads[None, None, :]
+        return (rows[..., None] * pool.length + pos[:, None, None, :]).reshape(-1)
 
     def _attend(
         self,
         layer: int,
         part: Part,
         q: torch.Tensor,
-        k: torch.Tensor,
-        v: torch.Tensor,
+        kv: torch.Tensor,
         where: torch.Tensor,
         mask: torch.Tensor,
     ) -> torch.Tensor:
         pool, rows, length = part.pool, part.rows, q.shape[2]
         d = self.head_dim
-        pool.k[layer].view(-1, d).index_copy_(0, where, k.reshape(-1, d))
-        pool.v[layer].view(-1, d).index_copy_(0, where, v.reshape(-1, d))
+        pool.kv[layer].view(-1, d).index_copy_(0, where, kv.reshape(-1, d))
         keys = pool.k[layer, part.first : part.first + rows, :, : part.kv_len]
         values = pool.v[layer, part.first : part.first + rows, :, : part.kv_len]
         group = self.heads // self.kv_heads
         # GQA without repeating the cache: a KV head's G query heads become G*T query rows.
         grouped = q.reshape(rows, self.kv_heads, group * length, self.head_dim)
-        out = F.scaled_dot_product_attention(
-            grouped, keys, values, attn_mask=mask, scale=self.scaling
-        )
+        if length <= GEMM_ATTENTION_MAX_T and rows <= GEMM_ATTENTION_MAX_ROWS:
+            out = decode_attention(grouped, keys, values, mask, self.scaling, self._probs)
+        else:
+            out = F.scaled_dot_product_attention(
+                grouped, keys, values, attn_mask=mask, scale=self.scaling
+            )
         return out.reshape(rows, self.heads, length, self.head_dim)
+
+
+def decode_attention(
+    q: torch.Tensor,
+    keys: torch.Tensor,
+    values: torch.Tensor,
+    mask: torch.Tensor,
+    scale: float,
+    probs_fn: Callable[..., torch.Tensor] | None = None,
+) -> torch.Tensor:
+    """Attention of a few query rows per KV head: q [R, Hkv, Q, D], keys/values [R, Hkv, L, D]
+    (views of a pool), additive mask [R, 1, Q, L] -> [R, Hkv, Q, D].
+
+    Two batched GEMMs around a softmax, as `transformers`' eager attention computes it (scores
+    kept in fp32 here). SDPA's kernels split the work over rows x heads only: a decoding step of
+    one request scans thousands of keys on a few dozen thread blocks, while a GEMM spreads the
+    keys over the whole card (`python -m v2bgm.bench.attention` measures both). `probs_fn`:
+    `attention_probs` or a compiled copy of it."""
+    rows, kv_heads, queries, dim = q.shape
+    length = keys.shape[2]
+    q3 = q.reshape(rows * kv_heads, queries, dim)
+    k3 = keys.reshape(rows * kv_heads, length, dim).transpose(1, 2)
+    if q.is_cuda and q.dtype in (torch.bfloat16, torch.float16):
+        scores = torch.bmm(q3, k3, out_dtype=torch.float32)  # the fp32 accumulator kept
+    else:
+        scores = torch.bmm(q3, k3).float()
+    scores = scores.view(rows, kv_heads, queries, length)
+    probs = (probs_fn or attention_probs)(scores, mask, scale, q.dtype)
+    out = torch.bmm(
+        probs.view(rows * kv_heads, queries, length), values.reshape(rows * kv_heads, length, dim)
+    )
+    return out.view(rows, kv_heads, queries, dim)
+
+
+def attention_probs(
+    scores: torch.Tensor, mask: torch.Tensor, scale: float, dtype: torch.dtype
+) -> torch.Tensor:
+    return torch.softmax(scores * scale + mask, dim=-1).to(dtype)
 
 
 def _pre_attention(
@@ -218,20 +270,16 @@ def _pre_attention(
     kv_heads: int,
     head_dim: int,
     eps: float,
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Residual add, RMSNorm, fused q/k/v projection and rotary embedding of one layer."""
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Residual add, RMSNorm, fused q/k/v projection and rotary embedding of one layer:
+    h, q [R, heads, T, D] and keys/values [R, 2, kv_heads, T, D] in the cache's layout."""
     h = h + delta
     rows, length, _ = h.shape
     qkv = F.linear(_rms_norm(h, norm, eps), qkv_weight)
     qkv = qkv.view(rows, length, heads + 2 * kv_heads, head_dim).transpose(1, 2)
     q, k, v = qkv.split([heads, kv_heads, kv_heads], dim=1)  # [R, heads, T, D]
     # contiguous: the cache takes k/v and SDPA q in this layout, without a copy of their own
-    return (
-        h,
-        _rope(q, cos, sin).contiguous(),
-        _rope(k, cos, sin).contiguous(),
-        v.contiguous(),
-    )
+    return h, _rope(q, cos, sin).contiguous(), torch.stack([_rope(k, cos, sin), v], dim=1)
 
 
 def _post_attention(
