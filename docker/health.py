@@ -11,7 +11,10 @@ unready (and leaves the Service) before SIGTERM makes Triton stop taking new req
 model fails at once with "Stub process ... is not healthy"; it neither restarts nor reaps the
 stub, which stays a zombie child of tritonserver (tests/reliability/test_faults.py). Only a
 restart of the server recovers it (the model control API is off; even an explicit-mode reload
-leaves the zombie, so this check fails until the restart).
+leaves the zombie, so this check fails until the restart): `v2bgm-serve` does that restart by
+itself. While it (re)starts tritonserver it keeps a starting file holding the time by which the
+server must be ready: `live` passes until then (a restart reloads weights for minutes; the
+liveness probe must not kill the pod meanwhile), `ready` fails.
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+import time
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -33,6 +37,7 @@ PROC = Path("/proc")
 SERVER_COMM = "tritonserver"
 STUB_COMM = "triton_python_b"  # triton_python_backend_stub, cut to the kernel's 15 characters
 DEAD_STATES = ("Z", "X")  # zombie (exited, not reaped), dead
+DEFAULT_STARTING_FILE = "/tmp/v2bgm-starting"  # v2bgm.serve.DEFAULT_STARTING_FILE
 
 
 def http_port() -> str:
@@ -97,6 +102,8 @@ def check(kind: str, model: str | None = None) -> str | None:
     except urllib.error.HTTPError as exc:
         status = exc.code
     except (urllib.error.URLError, OSError) as exc:
+        if kind == "live" and starting():
+            return None
         return f"{url}: {exc}"
     if status != HTTP_OK:
         return f"{url}: HTTP {status}"
@@ -105,6 +112,15 @@ def check(kind: str, model: str | None = None) -> str | None:
         pids = ", ".join(map(str, dead))
         return f"Python-backend stub process {pids} died; restart the server to recover"
     return None
+
+
+def starting() -> bool:
+    """Is v2bgm-serve (re)starting tritonserver, within the time it allows itself?"""
+    path = Path(os.environ.get("V2BGM_STARTING_FILE", DEFAULT_STARTING_FILE))
+    try:
+        return time.time() < float(path.read_text())
+    except (OSError, ValueError):
+        return False
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,5 +1,12 @@
 """`v2bgm-serve`: start tritonserver on model_repository/, wait until ready, stop cleanly.
 
+It also restarts tritonserver when a Python-backend stub dies (killed by the kernel's OOM killer,
+a crash in native code): Triton 2.51 neither restarts the stub nor answers the requests it held
+(the composer answers through response senders), so those would wait for their deadlines. The
+restart drops every connection at once (callers get UNAVAILABLE and may retry) and loads the
+models again; a server whose stubs keep dying is given up on (exit 1) so that the orchestrator
+takes over. While it restarts, `v2bgm-health live` passes (the starting file below).
+
 Works with the server of NVIDIA's container (/opt/tritonserver) and with the one shipped in the
 `nvidia-pytriton` wheel (unpacked by `make setup` into .cache/pytriton_wheel). For the wheel the
 Python-backend stub of this interpreter is copied next to the backend, and the environment is set
@@ -51,6 +58,14 @@ STUB_NAME = "triton_python_backend_stub"
 STUB_SHM_ARG, STUB_PARENT_ARG = 2, 5
 STUB_EXIT_WAIT_S = 2.0  # a stub that notices its server is gone may exit by itself meanwhile
 SHM_DIR = Path("/dev/shm")
+STUB_COMM = STUB_NAME[:15]  # /proc/PID/stat cuts names to the kernel's 15 characters
+DEAD_STATES = ("Z", "X")  # exited and not reaped (Triton never reaps a dead stub), dead
+MAX_RESTARTS = 3  # within RESTART_WINDOW_S; one more stub death and the launcher exits 1
+RESTART_WINDOW_S = 600.0
+# Exists while tritonserver (re)starts, holding the Unix time by which it must be ready; read by
+# docker/health.py (`live` passes meanwhile: a restart reloads weights for minutes).
+STARTING_FILE_ENV = "V2BGM_STARTING_FILE"
+DEFAULT_STARTING_FILE = "/tmp/v2bgm-starting"
 
 
 @dataclass(frozen=True)
@@ -117,6 +132,31 @@ def reap_stubs(server_pid: int, wait_s: float = STUB_EXIT_WAIT_S) -> list[int]:
     for args in left.values():
         (SHM_DIR / Path(args[STUB_SHM_ARG]).name).unlink(missing_ok=True)
     return sorted(alive)
+
+
+def dead_stubs(server_pid: int) -> list[int]:
+    """Pids of the Python-backend stubs of tritonserver `server_pid` that died."""
+    dead = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+        except OSError:
+            continue  # gone meanwhile
+        comm = stat[stat.index("(") + 1 : stat.rindex(")")]
+        state, ppid = stat[stat.rindex(")") + 2 :].split()[:2]
+        if comm == STUB_COMM and int(ppid) == server_pid and state in DEAD_STATES:
+            dead.append(int(entry.name))
+    return sorted(dead)
+
+
+class StubDied(Exception):
+    """A Python-backend stub of the server died; the server was killed."""
+
+    def __init__(self, pids: list[int]) -> None:
+        super().__init__(f"Python-backend stub process {', '.join(map(str, pids))} died")
+        self.pids = pids
 
 
 def has_gpu() -> bool:
@@ -219,9 +259,13 @@ class TritonServer:
         return code
 
 
-def wait_with_deadline(server: TritonServer, stop_signalled_at: list[float]) -> int:
+def wait_with_deadline(
+    server: TritonServer, stop_signalled_at: list[float], watch_stubs: bool = False
+) -> int:
     """Wait for tritonserver to exit; once a stop signal came (`stop_signalled_at`), at most its
-    exit timeout + KILL_MARGIN_S, then kill it. Its stubs are reaped; the shell-style exit code."""
+    exit timeout + KILL_MARGIN_S, then kill it. Its stubs are reaped; the shell-style exit code.
+    `watch_stubs`: until a stop signal, kill the server when one of its stubs dies and raise
+    StubDied (its requests would never be answered)."""
     assert server.process is not None
     grace_s = server.exit_timeout_s() + KILL_MARGIN_S
     while True:
@@ -229,6 +273,10 @@ def wait_with_deadline(server: TritonServer, stop_signalled_at: list[float]) -> 
             server.process.wait(WAIT_POLL_S)
             break
         except subprocess.TimeoutExpired:
+            if watch_stubs and not stop_signalled_at and (dead := dead_stubs(server.process.pid)):
+                server.process.kill()
+                server.wait()
+                raise StubDied(dead) from None
             if stop_signalled_at and time.monotonic() - stop_signalled_at[0] > grace_s:
                 print(
                     f"v2bgm-serve: tritonserver still running {grace_s:g} s after the stop "
@@ -253,6 +301,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--metrics-port", type=int, default=DEFAULT_PORTS["metrics"])
     parser.add_argument("--triton-home", type=Path, default=None, help="unpacked pytriton wheel")
     parser.add_argument("--ready-timeout", type=float, default=READY_TIMEOUT_S)
+    parser.add_argument(
+        "--no-restart", dest="restart", action="store_false",
+        help="exit when a Python-backend stub dies instead of restarting tritonserver",
+    )  # fmt: skip
     parser.add_argument("extra", nargs="*", help="extra tritonserver arguments (after --)")
     return parser.parse_args(argv)
 
@@ -280,19 +332,43 @@ def main(argv: list[str] | None = None) -> int:
 
     signal.signal(signal.SIGINT, forward)
     signal.signal(signal.SIGTERM, forward)
-    server.start()
+    where = f"gRPC :{args.grpc_port}, HTTP :{args.http_port}, metrics :{args.metrics_port}"
+    if not start_until_ready(server, args.ready_timeout):
+        return 1
+    print(f"v2bgm-serve: ready on {'GPU' if gpu else 'CPU'}: {where}", flush=True)
+    restarts: list[float] = []
+    while True:
+        try:
+            return wait_with_deadline(server, stop_signalled_at, watch_stubs=True)
+        except StubDied as died:
+            now = time.monotonic()
+            restarts = [t for t in restarts if now - t < RESTART_WINDOW_S] + [now]
+            if not args.restart or len(restarts) > MAX_RESTARTS:
+                why = "restarts off" if not args.restart else f"{MAX_RESTARTS} restarts already"
+                print(f"v2bgm-serve: {died}; tritonserver killed ({why})", file=sys.stderr)
+                return 1
+            print(f"v2bgm-serve: {died}: restarting tritonserver", file=sys.stderr, flush=True)
+            if not start_until_ready(server, args.ready_timeout):
+                return 1 if not stop_signalled_at else 0
+            print(f"v2bgm-serve: ready again: {where}", flush=True)
+
+
+def start_until_ready(server: TritonServer, timeout_s: float) -> bool:
+    """Start tritonserver and wait until it is ready (the starting file exists meanwhile);
+    False, with the server stopped, if it is not."""
+    starting = Path(os.environ.get(STARTING_FILE_ENV, DEFAULT_STARTING_FILE))
+    with contextlib.suppress(OSError):  # only the health check's `live` reads it
+        starting.write_text(f"{time.time() + timeout_s:.0f}\n")
     try:
-        server.wait_ready(args.ready_timeout)
+        server.start()
+        server.wait_ready(timeout_s)
+        return True
     except (RuntimeError, TimeoutError) as exc:
         print(f"v2bgm-serve: {exc}", file=sys.stderr)
         server.stop()
-        return 1
-    print(
-        f"v2bgm-serve: ready on {'GPU' if gpu else 'CPU'}: gRPC :{args.grpc_port}, "
-        f"HTTP :{args.http_port}, metrics :{args.metrics_port}",
-        flush=True,
-    )
-    return wait_with_deadline(server, stop_signalled_at)
+        return False
+    finally:
+        starting.unlink(missing_ok=True)
 
 
 if __name__ == "__main__":

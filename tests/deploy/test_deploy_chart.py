@@ -78,7 +78,7 @@ def test_probes_use_triton_health_endpoints(default_docs: dict[str, Manifest]) -
     server = server_container(default_docs["Deployment"])
     startup, liveness = server["startupProbe"], server["livenessProbe"]
     assert startup["httpGet"] == {"path": "/v2/health/ready", "port": "http"}
-    assert liveness["httpGet"] == {"path": "/v2/health/live", "port": "http"}
+    assert liveness["exec"]["command"] == ["v2bgm-health", "live"]
     assert server["readinessProbe"]["exec"]["command"] == ["v2bgm-health", "ready"]
     budget = startup["periodSeconds"] * startup["failureThreshold"]
     assert budget >= MIN_STARTUP_BUDGET_S

@@ -309,6 +309,16 @@ def test_health(health, triton_port: int, tmp_path, monkeypatch) -> None:
     assert health.main(["live"]) == 0  # draining is not dead: no restart
     monkeypatch.setenv("V2BGM_HTTP_PORT", "1")  # nothing listens
     assert health.main(["live"]) == 1
+    # v2bgm-serve restarting tritonserver: alive until the time in its starting file
+    starting = tmp_path / "starting"
+    monkeypatch.setenv("V2BGM_STARTING_FILE", str(starting))
+    starting.write_text(f"{time.time() + 60:.0f}\n")
+    assert health.main(["live"]) == 0
+    assert health.main(["ready"]) == 1
+    starting.write_text(f"{time.time() - 1:.0f}\n")  # past it: not alive
+    assert health.main(["live"]) == 1
+    starting.write_text("garbage")
+    assert health.main(["live"]) == 1
 
 
 def test_health_script_runs_as_a_command(triton_port: int) -> None:

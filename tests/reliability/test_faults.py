@@ -1,14 +1,18 @@
-"""Faults on a dedicated server (this test breaks it): a Python-backend stub killed mid-request,
-what Triton 2.51 reports about it, and the image's health check (docker/health.py) that sees it."""
+"""Faults on a dedicated server (these tests break it): a Python-backend stub killed mid-request,
+what Triton 2.51 reports about it, the image's health check (docker/health.py) that sees it, and
+`v2bgm-serve`, which restarts the server."""
 
 from __future__ import annotations
 
 import importlib.util
 import os
 import signal
+import subprocess
+import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -17,14 +21,13 @@ import tritonclient.grpc as grpcclient
 from tritonclient.utils import InferenceServerException
 from v2bgm_client import interface as api
 
-from tests.conftest import ROOT
-from tests.reliability.probes import stub_pids
-from tests.reliability.servers import render_repository, start_server
+from tests.conftest import ROOT, free_port
+from tests.reliability.probes import stub_pids, wait_until_composing
+from tests.reliability.servers import READY_TIMEOUT_S, render_repository, start_server
 from v2bgm.serve import TritonServer
 
 pytestmark = pytest.mark.server
 
-IN_GENERATION_S = 1.0  # after sending: the request has reached the stub (it runs for seconds)
 ZOMBIE = "Z"
 UNANSWERED_S = 20.0  # a killed stub's request is answered at once; this long means never
 REQUEST_TIMEOUT_S = 300.0  # so that a request left unanswered does not outlive the test
@@ -84,29 +87,133 @@ def server(weights: Path, tmp_path: Path) -> Iterator[TritonServer]:
 
 def kill_stub(server: TritonServer, model: str) -> int:
     assert server.process is not None
-    (stub,) = stub_pids(server.process.pid, model)
+    return kill_pid(server.process.pid, model)
+
+
+def kill_pid(server_pid: int, model: str) -> int:
+    """SIGKILL the stub of `model` of tritonserver `server_pid`; its pid."""
+    (stub,) = stub_pids(server_pid, model)
     os.kill(stub, signal.SIGKILL)
     return stub
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="the composer batches continuously and answers through response senders (execute "
-    "returns None); Triton 2.51 never answers those when the stub dies: the caller waits for its "
-    "deadline, v2bgm-health reports the dead stub (next test) and the orchestrator restarts the "
-    "pod. Strict: if Triton starts answering them, this passes and the marker must go.",
-)
-def test_a_request_in_flight_when_its_stub_dies_is_answered(server):
-    """The request gets INTERNAL "Stub process ... is not healthy" (Triton 2.51), not a hang."""
-    client = grpcclient.InferenceServerClient(f"127.0.0.1:{server.grpc_port}")
+@dataclass
+class Launched:
+    process: subprocess.Popen
+    grpc_url: str
+    http_port: int
+    metrics_port: int
+    stderr: Path
+
+    @property
+    def server_pid(self) -> int:
+        path = Path(f"/proc/{self.process.pid}/task/{self.process.pid}/children")
+        children = [int(child) for child in path.read_text().split()]
+        (pid,) = (child for child in children if comm(child) == "tritonserver")
+        return pid
+
+    def next_line(self) -> str:
+        assert self.process.stdout is not None
+        return self.process.stdout.readline()
+
+
+def comm(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/comm").read_text().strip()
+    except OSError:
+        return ""
+
+
+@pytest.fixture
+def launcher(weights: Path, tmp_path: Path, monkeypatch) -> Iterator[Callable[..., Launched]]:
+    """`v2bgm-serve` (the image's entrypoint) on a repository holding the composer alone."""
+    repo = render_repository(tmp_path / "repo", (api.COMPOSER_MODEL,))
+    started: list[subprocess.Popen] = []
+    monkeypatch.setenv("V2BGM_STARTING_FILE", str(tmp_path / "starting"))
+
+    def start(*args: str) -> Launched:
+        ports = {"http": free_port(), "grpc": free_port(), "metrics": free_port()}
+        stderr = tmp_path / f"serve{len(started)}.err"
+        process = subprocess.Popen(
+            [sys.executable, "-m", "v2bgm.serve", "--device", "cpu", "--weights", str(weights),
+             "--model-repository", str(repo), "--ready-timeout", str(READY_TIMEOUT_S),
+             "--triton-home", str(ROOT / ".cache" / "pytriton_wheel"),
+             *(f"--{name}-port={port}" for name, port in ports.items()), *args],
+            cwd=ROOT, stdout=subprocess.PIPE, stderr=stderr.open("w"), text=True,
+        )  # fmt: skip
+        started.append(process)
+        url = f"127.0.0.1:{ports['grpc']}"
+        launched = Launched(process, url, ports["http"], ports["metrics"], stderr)
+        line = launched.next_line()
+        assert "ready on CPU" in line, (line, stderr.read_text()[-3000:])
+        return launched
+
+    yield start
+    for process in started:
+        if process.poll() is None:
+            process.send_signal(signal.SIGTERM)
+            try:
+                process.wait(60)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+
+
+def test_a_stub_death_restarts_the_server_and_its_request_gets_an_error(launcher, monkeypatch):
+    """Triton 2.51 alone never answers the requests of a composer stub that died (they are held by
+    response senders): v2bgm-serve sees the dead stub, kills tritonserver (the caller gets
+    UNAVAILABLE at once) and starts it again; `live` passes while it reloads, `ready` fails; then
+    the same address serves again."""
+    health = load_health()
+    launched = launcher()
+    monkeypatch.setenv("V2BGM_HTTP_PORT", str(launched.http_port))
+    monkeypatch.setenv("V2BGM_DRAIN_FILE", str(launched.stderr.parent / "no-drain"))
+    first_server = launched.server_pid
+    client = grpcclient.InferenceServerClient(launched.grpc_url)
     client.infer(api.COMPOSER_MODEL, compose_inputs(1.0))  # loaded and warm
     done, answer = start_request(client, 20.0)
-    time.sleep(IN_GENERATION_S)
-    kill_stub(server, api.COMPOSER_MODEL)
+    wait_until_composing(launched.metrics_port)
+    kill_pid(first_server, api.COMPOSER_MODEL)
     assert done.wait(UNANSWERED_S), "the request of a killed stub was never answered"
     (error,) = answer
     assert isinstance(error, InferenceServerException), error
-    assert error.status() == "StatusCode.INTERNAL" and "not healthy" in error.message(), error
+    assert error.status() == "StatusCode.UNAVAILABLE", error
+    starting = Path(os.environ["V2BGM_STARTING_FILE"])
+    deadline = time.monotonic() + UNANSWERED_S
+    while not starting.exists():  # the restart loads the models for seconds, even tiny ones
+        assert time.monotonic() < deadline, stderr_of(launched)
+        time.sleep(0.02)
+    assert health.check("live") is None  # reloading: alive, not ready
+    assert health.check("ready") is not None
+    assert "ready again" in launched.next_line()
+    assert "died: restarting tritonserver" in stderr_of(launched)
+    assert launched.server_pid != first_server
+    assert not starting.exists()
+    assert health.check("ready") is None
+    again = grpcclient.InferenceServerClient(launched.grpc_url)
+    assert again.infer(api.COMPOSER_MODEL, compose_inputs(1.0)).as_numpy("AUDIO").size > 0
+    assert launched.process.poll() is None
+
+
+def test_without_restarts_a_stub_death_stops_the_launcher(launcher):
+    """`--no-restart`: the launcher kills tritonserver (the request in flight gets an error at
+    once), leaves no stub and exits 1, for an orchestrator to restart it."""
+    launched = launcher("--no-restart")
+    server = launched.server_pid
+    client = grpcclient.InferenceServerClient(launched.grpc_url)
+    done, answer = start_request(client, 20.0)
+    wait_until_composing(launched.metrics_port)
+    kill_pid(server, api.COMPOSER_MODEL)
+    assert done.wait(UNANSWERED_S), "the request of a killed stub was never answered"
+    (error,) = answer
+    assert isinstance(error, InferenceServerException), error
+    assert launched.process.wait(UNANSWERED_S) == 1
+    assert "restarts off" in stderr_of(launched)
+    assert stub_pids(server) == []
+
+
+def stderr_of(launched: Launched) -> str:
+    return launched.stderr.read_text()
 
 
 def test_a_dead_stub_is_reported_by_the_health_check_and_an_explicit_reload_recovers(
