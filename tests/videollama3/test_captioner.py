@@ -70,6 +70,22 @@ def test_batch_gives_the_answers_of_single_requests(captioner):
     ]
 
 
+def test_a_batch_past_the_frame_budget_is_split_into_calls(captioner, monkeypatch):
+    requests = [random_request(seed) for seed in (3, 4, 5)]
+    whole = captioner.describe_batch(requests)
+    calls: list[int] = []
+    generate = captioner._generate
+    monkeypatch.setattr(captioner, "_generate", lambda rs: calls.append(len(rs)) or generate(rs))
+    frames = [len(r.frames) for r in requests]
+    monkeypatch.setattr(captioner, "max_frames_per_forward", frames[0] + frames[1])
+    assert captioner.describe_batch(requests) == whole  # same answers, in order
+    assert calls == [2, 1]
+    calls.clear()
+    monkeypatch.setattr(captioner, "max_frames_per_forward", 1)  # below one request: alone
+    assert captioner.describe_batch(requests) == whole
+    assert calls == [1, 1, 1]
+
+
 @pytest.mark.parametrize(("fps", "stamps"), [(1.0, "0.0 1.0 2.0 3.0"), (0.5, "0.0 2.0 4.0 6.0")])
 def test_prompt_carries_true_timestamps(captioner, fps, stamps):
     frames = np.random.default_rng(0).integers(0, 256, (4, 64, 96, 3), dtype=np.uint8)

@@ -2,7 +2,9 @@
 
 Several videos can go through one `generate` call (Triton's dynamic batcher hands the Python
 backend several requests at once): their prompts are left-padded to one length and each row
-follows its own grammar.
+follows its own grammar. A batch holding more frames than `MAX_FRAMES_PER_FORWARD` is split
+into several calls, one after the other: activations grow with the visual tokens, and the
+captioner shares its GPU with YuE.
 """
 
 from __future__ import annotations
@@ -20,6 +22,11 @@ from v2bgm.devices import model_dtype
 from v2bgm.videollama3 import prompt
 from v2bgm.videollama3.constrained import CAPTION, LYRICS, GrammarLogitsProcessor, GrammarParts
 from v2bgm.yue.tags import families_for, resolve, vocabulary
+
+# Frames one `generate` call takes (two videos at the 180-frame cap): peak memory of VideoLLaMA3-7B
+# on an H200 (bf16, `v2bgm.bench.captioner`) was 27.3 GiB for 2 x 180 frames and 39.5 GiB for
+# 4 x 180; next to the composer (~41 GiB with 16 slots) the latter overflows an 80 GB card.
+MAX_FRAMES_PER_FORWARD = 360
 
 
 @dataclass(frozen=True)
@@ -53,9 +60,15 @@ class Description:
 
 
 class VideoCaptioner:
-    def __init__(self, model: VideoLlama3ForConditionalGeneration, processor) -> None:
+    def __init__(
+        self,
+        model: VideoLlama3ForConditionalGeneration,
+        processor,
+        max_frames_per_forward: int = MAX_FRAMES_PER_FORWARD,
+    ) -> None:
         self.model = model
         self.processor = processor
+        self.max_frames_per_forward = max_frames_per_forward
         self.processor.tokenizer.padding_side = "left"  # rows end together for generation
         self.parts = GrammarParts(
             processor.tokenizer, vocabulary(), model.config.text_config.vocab_size
@@ -70,8 +83,23 @@ class VideoCaptioner:
     def describe(self, frames: np.ndarray, fps: float, **options) -> Description:
         return self.describe_batch([CaptionRequest(frames, fps, **options)])[0]
 
-    @torch.inference_mode()
     def describe_batch(self, requests: list[CaptionRequest]) -> list[Description]:
+        """Descriptions of `requests`, in order: consecutive requests share a `generate` call
+        while their frames fit `max_frames_per_forward` (one request always gets its call)."""
+        out: list[Description] = []
+        group: list[CaptionRequest] = []
+        for r in requests:
+            if (
+                group
+                and sum(len(g.frames) for g in group) + len(r.frames) > self.max_frames_per_forward
+            ):
+                out += self._generate(group)
+                group = []
+            group.append(r)
+        return out + (self._generate(group) if group else [])
+
+    @torch.inference_mode()
+    def _generate(self, requests: list[CaptionRequest]) -> list[Description]:
         texts, videos, metadata, grammars = [], [], [], []
         for r in requests:
             fixed_tags = tuple(r.fixed.values())
