@@ -68,7 +68,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--weights", type=Path, default=Path("models/full"))
     parser.add_argument("--device", default="cuda")
     parser.add_argument("--out", type=Path, default=None, help="also write the JSON here")
+    parser.add_argument(
+        "--plan", nargs="+", metavar="SECONDS:B,B", default=None,
+        help="videos of SECONDS at batch sizes B (default: 30:1,2,4,8 60:1,2,4 180:1,2,4)",
+    )  # fmt: skip
     args = parser.parse_args(argv)
+    plan = DEFAULT_PLAN
+    if args.plan:
+        plan = {
+            int(seconds): tuple(int(b) for b in batches.split(","))
+            for seconds, batches in (item.split(":") for item in args.plan)
+        }
     start = time.perf_counter()
     captioner = VideoCaptioner.from_pretrained(args.weights, args.device)
     report: dict = {
@@ -77,7 +87,8 @@ def main(argv: list[str] | None = None) -> int:
         "runs": [],
     }
     run(captioner, 4, 1, args.device)  # warm-up
-    for seconds, batches in DEFAULT_PLAN.items():
+    report["max_frames_per_forward"] = captioner.max_frames_per_forward
+    for seconds, batches in plan.items():
         report.setdefault("visual_tokens_per_video", {})[seconds] = visual_tokens(
             captioner, seconds
         )
