@@ -19,6 +19,33 @@ def composer(weights) -> YuEComposer:
     return YuEComposer.from_pretrained(weights, "cpu", slots=2)
 
 
+class Recorder:
+    """A Meter that keeps the line and the requests composing as gauges, from any thread."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.waiting = self.composing = self.ended_count = 0
+        self.waits: list[float] = []
+        self.low = 0  # lowest value either gauge reached (never below 0)
+
+    def queued(self) -> None:
+        with self.lock:
+            self.waiting += 1
+
+    def started(self, waited_s: float) -> None:
+        with self.lock:
+            self.waiting -= 1
+            self.composing += 1
+            self.waits.append(waited_s)
+            self.low = min(self.low, self.waiting)
+
+    def ended(self) -> None:
+        with self.lock:
+            self.composing -= 1
+            self.ended_count += 1
+            self.low = min(self.low, self.composing)
+
+
 def collect(scheduler: ComposerScheduler, requests, progress=None):
     results: dict[int, Music | BaseException] = {}
     finished = threading.Event()
@@ -40,11 +67,17 @@ def collect(scheduler: ComposerScheduler, requests, progress=None):
 def test_concurrent_requests_equal_one_at_a_time(composer):
     requests = [MusicRequest("pop piano", 0.6 + 0.2 * i, seed=i) for i in range(4)]
     alone = [composer.compose(r) for r in requests]
-    scheduler = ComposerScheduler(composer, max_waiting=4)  # 2 slots: two requests wait
+    meter = Recorder()
+    scheduler = ComposerScheduler(composer, max_waiting=4, meter=meter)  # 2 slots: two wait
     try:
         together = collect(scheduler, requests)
     finally:
         scheduler.close()
+    assert (len(meter.waits), meter.ended_count, meter.low) == (4, 4, 0)
+    assert (meter.waiting, meter.composing) == (0, 0)
+    # the last two waited for a slot: at least until a first request's stage 1 was done
+    first_stage1_s = min(t.stats["stage1"].seconds for t in together if isinstance(t, Music))
+    assert sorted(meter.waits)[-2] >= 0.5 * first_stage1_s
     for a, t, r in zip(alone, together, requests, strict=True):
         assert isinstance(t, Music)
         assert len(t.audio) == round(r.duration_s * t.sample_rate)
@@ -53,7 +86,8 @@ def test_concurrent_requests_equal_one_at_a_time(composer):
 
 
 def test_beyond_slots_and_line_is_refused_at_once(composer):
-    scheduler = ComposerScheduler(composer, max_waiting=0)
+    meter = Recorder()
+    scheduler = ComposerScheduler(composer, max_waiting=0, meter=meter)
     release = threading.Event()
 
     def hold(stage: str, fraction: float) -> None:
@@ -70,6 +104,7 @@ def test_beyond_slots_and_line_is_refused_at_once(composer):
         scheduler.close(timeout_s=WAIT_S)
     assert len(results) == 2 and all(isinstance(r, Music) for r in results)
     assert scheduler.admitted == 0
+    assert (len(meter.waits), meter.ended_count) == (2, 2)  # the refused one never queued
 
 
 def test_a_cancelled_request_ends_alone(composer):

@@ -33,6 +33,7 @@ from tests.monitoring import grafana
 from tests.monitoring.promserver import JOB, SCRAPE_INTERVAL_S, Prometheus
 from v2bgm.serve import TritonServer
 from v2bgm.triton import metrics
+from v2bgm.triton.model_configs import PYTHON_MODELS
 from v2bgm.yue import tokens
 
 pytestmark = pytest.mark.server
@@ -42,6 +43,14 @@ FRAME_COUNTS = (3, 4)
 WINDOW_S = 300.0  # the rules' rate window, [5m]
 IDLE_TIMEOUT_S = 300.0
 SAMPLE_ENV = "V2BGM_MONITORING_SAMPLE"  # a path: write the table of rule values there (README)
+# Requests each model computes at once on this CPU server: the composer's slots (its CPU config),
+# the captioner's largest batch.
+CPU_SLOTS = {
+    spec.COMPOSER_MODEL: next(m.slots for m in PYTHON_MODELS if m.slots)["KIND_CPU"],
+    spec.CAPTIONER_MODEL: spec.CAPTIONER_MAX_BATCH,
+}
+# Gauges read straight from Triton's /metrics while a request runs.
+POLLED = (metrics.IN_GENERATION, metrics.WAITING, metrics.SLOTS)
 
 # Raw counters summed over the server, read before and after the requests.
 RAW = {
@@ -49,7 +58,11 @@ RAW = {
     "frames": f"sum({metrics.FRAMES})",
     "invalid": f'sum({metrics.FAILURES}{{reason="{metrics.INVALID_ARGUMENT}"}})',
     "internal": f'sum({metrics.FAILURES}{{reason="{metrics.INTERNAL}"}})',
-    "composer_success": f'sum(nv_inference_request_success{{model="{spec.COMPOSER_MODEL}"}})',
+    # answered with music (Triton's nv_inference_request_success counts the composer's requests
+    # when they are admitted, before their music exists)
+    "composer_music": f'sum({metrics.REQUESTS}{{model="{spec.COMPOSER_MODEL}"}})'
+    f' - sum({metrics.FAILURES}{{model="{spec.COMPOSER_MODEL}"}})',
+    "slot_waits": f"sum({metrics.QUEUE_SECONDS}_count)",
     **{
         f"requests:{m}": f'sum({metrics.REQUESTS}{{model="{m}"}})'
         for m in (spec.CAPTIONER_MODEL, spec.COMPOSER_MODEL)
@@ -70,7 +83,7 @@ class Run:
     sampled_s: float  # lower bound of the time Prometheus has sampled the server for
     delta: dict[str, float]  # RAW after - before
     client_max_s: float  # slowest request as the client saw it
-    in_generation_seen: dict[str, float]  # highest gauge value seen on /metrics per model
+    seen: dict[tuple[str, str], float]  # (gauge, model) -> highest value seen on /metrics
     client_registry: prometheus_client.CollectorRegistry
     rule_errors: list = field(default_factory=list)
 
@@ -84,7 +97,7 @@ class Run:
 
 
 def scrape_triton(server: TritonServer) -> dict[tuple[str, str], float]:
-    """Triton's /metrics, directly: (metric name, model) -> value, for our gauge."""
+    """Triton's /metrics, directly: (metric name, model) -> value, for our gauges."""
     url = f"http://127.0.0.1:{server.metrics_port}/metrics"
     with urllib.request.urlopen(url, timeout=5) as response:
         text = response.read().decode()
@@ -92,7 +105,7 @@ def scrape_triton(server: TritonServer) -> dict[tuple[str, str], float]:
         (s.name, s.labels.get(metrics.MODEL_LABEL, "")): s.value
         for family in text_string_to_metric_families(text)
         for s in family.samples
-        if s.name == metrics.IN_GENERATION
+        if s.name in POLLED
     }
 
 
@@ -134,7 +147,8 @@ def run(prom: Prometheus, server: TritonServer, grpc_url: str) -> Iterator[Run]:
     wait_for(lambda: prom.query(f'up{{job="{JOB}"}} == 1'), 30, "the first scrape")
     started = time.time()
     idle = (
-        f"sum({metrics.IN_GENERATION}) + sum(nv_inference_pending_request_count) == 0"
+        f"sum({metrics.IN_GENERATION}) + sum({metrics.WAITING})"
+        " + sum(nv_inference_pending_request_count) == 0"
         # ...for the last 3 scrapes: requests of earlier tests are done
         f" and sum(max_over_time({metrics.IN_GENERATION}[{3 * SCRAPE_INTERVAL_S}s])) == 0"
     )
@@ -143,7 +157,7 @@ def run(prom: Prometheus, server: TritonServer, grpc_url: str) -> Iterator[Run]:
 
     registry = prometheus_client.CollectorRegistry()
     client_metrics.enable(registry)
-    seen: dict[str, float] = {}
+    seen: dict[tuple[str, str], float] = {}
     client_seconds = []
     try:
         for duration, count in zip(DURATIONS_S, FRAME_COUNTS, strict=True):
@@ -151,9 +165,9 @@ def run(prom: Prometheus, server: TritonServer, grpc_url: str) -> Iterator[Run]:
             clock = time.perf_counter()
             with ThreadPoolExecutor(1) as pool:
                 answer = pool.submit(api.infer, grpc_url, request)
-                while not answer.done():  # the gauge, straight from Triton, while it computes
-                    for (_, model), value in scrape_triton(server).items():
-                        seen[model] = max(seen.get(model, 0.0), value)
+                while not answer.done():  # the gauges, straight from Triton, while it computes
+                    for key, value in scrape_triton(server).items():
+                        seen[key] = max(seen.get(key, 0.0), value)
                     time.sleep(0.05)
                 answer.result()  # raises what the request raised
             client_seconds.append(time.perf_counter() - clock)
@@ -176,7 +190,7 @@ def run(prom: Prometheus, server: TritonServer, grpc_url: str) -> Iterator[Run]:
         sampled_s=at - started - 2 * SCRAPE_INTERVAL_S,
         delta={key: after[key] - before[key] for key in RAW},
         client_max_s=max(client_seconds),
-        in_generation_seen=seen,
+        seen=seen,
         client_registry=registry,
         rule_errors=prom.rules_health(),
     )
@@ -198,7 +212,8 @@ def test_raw_counters_are_exactly_what_was_sent(run: Run) -> None:
     n = len(DURATIONS_S)
     assert run.delta["audio_s"] == sum(DURATIONS_S)
     assert run.delta["frames"] == sum(FRAME_COUNTS)
-    assert run.delta["composer_success"] == n
+    assert run.delta["composer_music"] == n
+    assert run.delta["slot_waits"] == n  # each composition took a slot once
     for stage in metrics.STAGES:
         assert run.delta[f"count:{stage}"] == n, stage
     # the invalid request is rejected by one model, whichever checks DURATION_S first
@@ -242,9 +257,19 @@ def test_latency_rules(run: Run) -> None:
 
 
 def test_capacity_and_headroom_rules(run: Run) -> None:
+    # one device (this CPU server), each model computing up to its slots at once
+    per_model = {}
+    for model, slots in CPU_SLOTS.items():
+        assert run.value("v2bgm:slots:sum", model=model) == slots, model
+        per_model[model] = run.value("v2bgm:model_service_seconds:p95_5m", model=model)
     service = run.value("v2bgm:request_service_seconds:p95_5m")
+    assert service == pytest.approx(sum(per_model.values()), rel=1e-9)
+    device_s = run.value("v2bgm:request_device_seconds:p95_5m")
+    expected = sum(s / CPU_SLOTS[m] for m, s in per_model.items())
+    assert device_s == pytest.approx(expected, rel=1e-9)
+    assert device_s < service
     capacity = run.value("v2bgm:capacity_requests_per_minute")
-    assert capacity == pytest.approx(60 * 1 / service, rel=1e-9)
+    assert capacity == pytest.approx(60 * 1 / device_s, rel=1e-9)
     load = run.value("v2bgm:requests_per_minute:rate5m")
     low, high = run.rate_bounds(len(DURATIONS_S))
     assert 60 * low <= load <= 60 * high
@@ -252,7 +277,7 @@ def test_capacity_and_headroom_rules(run: Run) -> None:
     assert headroom == pytest.approx(capacity - load, rel=1e-9)
     assert run.value("v2bgm:headroom:ratio") == pytest.approx(headroom / capacity, rel=1e-9)
     needed = run.value("v2bgm:gpus_needed:headroom20")
-    assert needed == math.ceil(load * service / 60 / 0.8)
+    assert needed == math.ceil(load * device_s / 60 / 0.8)
 
 
 def test_queue_and_in_generation(run: Run) -> None:
@@ -262,9 +287,15 @@ def test_queue_and_in_generation(run: Run) -> None:
         assert run.value("v2bgm:pending_requests:sum", model=model) == 0
         assert 0 <= run.value("v2bgm:requests_in_generation:avg5m", model=model) < 1
     # Polled every 50 ms while a request ran: one request at a time in the composer (composing
-    # takes seconds; captioning can be too short to be seen, so it is only bounded).
-    assert run.in_generation_seen.get(spec.COMPOSER_MODEL) == 1, run.in_generation_seen
-    assert run.in_generation_seen.get(spec.CAPTIONER_MODEL, 0) <= 1, run.in_generation_seen
+    # takes seconds; captioning can be too short to be seen, so it is only bounded), which took
+    # a free slot without waiting; the slots are on /metrics as the CPU config says.
+    seen = run.seen
+    assert seen.get((metrics.IN_GENERATION, spec.COMPOSER_MODEL)) == 1, seen
+    assert seen.get((metrics.IN_GENERATION, spec.CAPTIONER_MODEL), 0) <= 1, seen
+    assert seen.get((metrics.WAITING, spec.COMPOSER_MODEL)) == 0, seen
+    assert (metrics.WAITING, spec.CAPTIONER_MODEL) not in seen  # it waits in Triton's queue
+    for model, slots in CPU_SLOTS.items():
+        assert seen.get((metrics.SLOTS, model)) == slots, seen
 
 
 def test_failure_ratio_rule(run: Run) -> None:

@@ -53,7 +53,12 @@ class BackendModel:
             pb_utils, args["model_name"], args["model_version"], self.logger.log_warn
         )
         self.handler = self.load(weights, device, params)
-        self.metrics.ready(True)
+        instrument = getattr(self.handler, "instrument", None)
+        if instrument is not None:  # its line and the requests it computes: told by the handler
+            instrument(self.metrics)
+        # requests computed at once: the handler's slots, else a batch of the dynamic batcher
+        slots = getattr(self.handler, "slots", 0) or int(config.get("max_batch_size") or 1)
+        self.metrics.ready(True, slots)
 
     def execute(self, requests: list) -> list | None:
         assert self.handler is not None and self.metrics is not None
@@ -91,11 +96,9 @@ class BackendModel:
         sender = request.get_response_sender()
         requested = request.requested_output_names()
         inputs = self._inputs(request)
-        self.metrics.in_generation(1)
-        metrics_ = self.metrics
+        metrics_ = self.metrics  # waiting and in generation: reported by the handler (`instrument`)
 
         def answer(result: dict[str, np.ndarray] | Exception, cost: dict[str, StageStats]) -> None:
-            metrics_.in_generation(-1)
             try:
                 metrics_.answered(metrics.outcome(inputs, result, cost))
             except Exception:

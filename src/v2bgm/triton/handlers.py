@@ -22,7 +22,7 @@ from v2bgm.triton.metrics import CAPTIONING
 from v2bgm.triton.progress_channel import ComposerReport
 from v2bgm.videollama3.captioner import CaptionRequest, Description, VideoCaptioner
 from v2bgm.yue.composer import YuEComposer
-from v2bgm.yue.scheduler import ComposerScheduler
+from v2bgm.yue.scheduler import ComposerScheduler, Meter
 from v2bgm.yue.tags import UnknownTag
 
 Tensors = dict[str, np.ndarray]
@@ -169,6 +169,16 @@ class ComposerHandler:
     @property
     def concurrent(self) -> bool:
         return self.scheduler is not None
+
+    @property
+    def slots(self) -> int:
+        """Compositions computed at once, at most."""
+        return self.scheduler.engine.slots if self.scheduler is not None else 1
+
+    def instrument(self, meter: Meter) -> None:
+        """Report the scheduler's line and slots to `meter` (the served model's metrics)."""
+        if self.scheduler is not None:
+            self.scheduler.meter = meter
 
     def submit(self, inputs: Tensors, progress: Progress | None, answer: Answer) -> None:
         """Start one request's composition; `answer` gets its outputs or its error, now (a bad

@@ -8,6 +8,11 @@ Every metric is labelled with the model's name and version; a few add one label 
 from a closed set below (`stage`, `reason`). Never a request id or anything a caller sent: each
 label value is a new time series in Prometheus.
 
+The composer answers through response senders after `execute` has returned (continuous batching,
+v2bgm.yue.scheduler), so Triton's own `nv_inference_*` series count its requests at admission and
+leave out the composition; its request-level metrics are these: answers and failures, the line
+for a slot (`WAITING`, `QUEUE_SECONDS`), the requests composing, and the slots.
+
 This module does not import `triton_python_backend_utils` (it exists only inside the stub): the
 recorder takes it as an argument, so the names are importable anywhere.
 """
@@ -31,8 +36,11 @@ TOKENS = "v2bgm_tokens_generated_total"  # counter {model, version, stage}
 FRAMES = "v2bgm_frames_captioned_total"  # counter {model, version}
 REQUESTS = "v2bgm_requests_total"  # counter {model, version}: answered, success or failure
 FAILURES = "v2bgm_failures_total"  # counter {model, version, reason}
-IN_GENERATION = "v2bgm_requests_in_generation"  # gauge {model, version}
+IN_GENERATION = "v2bgm_requests_in_generation"  # gauge {model, version}: being computed
 READY = "v2bgm_model_ready"  # gauge {model, version}: instances loaded and serving
+SLOTS = "v2bgm_slots"  # gauge {model, version}: requests the ready instances compute at once
+WAITING = "v2bgm_requests_waiting"  # gauge {model, version}: in the composer's line for a slot
+QUEUE_SECONDS = "v2bgm_queue_duration_seconds"  # histogram {model, version}: line to slot
 
 # --- labels and their closed sets of values ----------------------------------------------------
 MODEL_LABEL = "model"  # the same label names as Triton's nv_* metrics, so rules can join them
@@ -53,11 +61,16 @@ CANCELLED = "cancelled"  # the caller cancelled or went away (not an error of ou
 UNAVAILABLE = "unavailable"  # refused at capacity (the composer's slots and line are full)
 FAILURE_REASONS = (INVALID_ARGUMENT, INTERNAL, CANCELLED, UNAVAILABLE)
 
-# From tiny models on a CPU (milliseconds) to a real stage 1 on long videos (many minutes).
+# From tiny models on a CPU (milliseconds) to a real stage 1 on long videos (many minutes); the
+# same buckets for the wait for a slot.
 STAGE_BUCKETS_S = (
     0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 25.0, 50.0,
     100.0, 250.0, 500.0, 1000.0, 2500.0, 5000.0,
 )  # fmt: skip
+
+
+# Models whose requests wait in a line of their own (the scheduler's), not in Triton's queue.
+LINE_MODELS = (api.COMPOSER_MODEL,)
 
 
 @dataclass(frozen=True)
@@ -66,6 +79,7 @@ class MetricDef:
     kind: str  # the MetricFamily kind: COUNTER, GAUGE or HISTOGRAM
     description: str
     extra_label: str | None = None  # STAGE_LABEL or REASON_LABEL
+    models: tuple[str, ...] | None = None  # the models that emit it; None: every model
 
 
 DEFINITIONS = (
@@ -75,8 +89,12 @@ DEFINITIONS = (
     MetricDef(FRAMES, "COUNTER", "Video frames captioned"),
     MetricDef(REQUESTS, "COUNTER", "Requests answered, successful or not"),
     MetricDef(FAILURES, "COUNTER", "Requests answered with an error, by reason", REASON_LABEL),
-    MetricDef(IN_GENERATION, "GAUGE", "Requests being computed right now"),
+    MetricDef(IN_GENERATION, "GAUGE", "Requests being computed right now (not waiting)"),
     MetricDef(READY, "GAUGE", "Model instances loaded and serving"),
+    MetricDef(SLOTS, "GAUGE", "Requests the ready instances compute at once, at most"),
+    # The composer's own line (its scheduler's; Triton's queue stays empty for it)
+    MetricDef(WAITING, "GAUGE", "Requests waiting for a slot", models=LINE_MODELS),
+    MetricDef(QUEUE_SECONDS, "HISTOGRAM", "Seconds waited for a slot", models=LINE_MODELS),
 )
 NAMES = tuple(d.name for d in DEFINITIONS)
 
@@ -138,8 +156,11 @@ class ModelMetrics:
         self.stages = MODEL_STAGES.get(model, ())
         self._warn = warn
         self._undeclared: set[str] = set()
+        self._slots = 0
         base = {MODEL_LABEL: model, VERSION_LABEL: version}
         for d in DEFINITIONS:
+            if d.models is not None and model not in d.models:
+                continue
             family = pb_utils.MetricFamily(
                 name=d.name, description=d.description, kind=getattr(pb_utils.MetricFamily, d.kind)
             )
@@ -160,12 +181,31 @@ class ModelMetrics:
         if amount:
             self._series[name, label].increment(float(amount))
 
-    def ready(self, up: bool) -> None:
+    def ready(self, up: bool, slots: int = 1) -> None:
+        """The instance starts serving, computing up to `slots` requests at once, or stops."""
+        if up:
+            self._slots = slots
         self._add(READY, 1 if up else -1)
+        self._add(SLOTS, self._slots if up else -self._slots)
 
     def in_generation(self, requests: int) -> None:
         """`requests` (negative: fewer) start or stop being computed."""
         self._add(IN_GENERATION, requests)
+
+    # The composer's scheduler reports through these (v2bgm.yue.scheduler.Meter).
+    def queued(self) -> None:
+        """A request joined the line for a slot."""
+        self._add(WAITING, 1)
+
+    def started(self, waited_s: float) -> None:
+        """A request left the line for a slot after `waited_s` seconds: it is computed now."""
+        self._add(WAITING, -1)
+        self._series[QUEUE_SECONDS, None].observe(float(waited_s))
+        self._add(IN_GENERATION, 1)
+
+    def ended(self) -> None:
+        """A started request was answered (music or error)."""
+        self._add(IN_GENERATION, -1)
 
     def answered(self, done: Outcome) -> None:
         self._add(REQUESTS, 1)

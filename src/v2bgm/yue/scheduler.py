@@ -10,6 +10,10 @@ request after another would queue them). Callers submit and get a callback.
 Admission is bounded: past `slots` requests decoding and `max_waiting` waiting for a slot, a
 request is refused at once (`Busy`), which the served model answers as UNAVAILABLE for clients
 to retry elsewhere or later.
+
+A `Meter` hears of each request joining the line, taking a slot and being answered: the served
+model records these as its metrics (v2bgm.triton.metrics), since Triton's own per-request
+metrics end when `execute` hands the request over.
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Protocol
 
 import numpy as np
 import torch
@@ -32,6 +37,32 @@ Done = Callable[[Music | BaseException], None]
 IDLE_WAIT_S = 0.05  # how long the stage-1 thread sleeps on an empty queue between checks
 
 
+class Meter(Protocol):
+    """What the scheduler reports, from whichever thread (v2bgm.triton.metrics.ModelMetrics)."""
+
+    def queued(self) -> None:
+        """A request joined the line for a slot."""
+
+    def started(self, waited_s: float) -> None:
+        """A request took a slot after `waited_s` seconds in the line."""
+
+    def ended(self) -> None:
+        """A started request was answered (music or error)."""
+
+
+class NoMeter:
+    """Reports nowhere (the default)."""
+
+    def queued(self) -> None:
+        pass
+
+    def started(self, waited_s: float) -> None:
+        pass
+
+    def ended(self) -> None:
+        pass
+
+
 @dataclass
 class _Work:
     request: MusicRequest
@@ -39,17 +70,20 @@ class _Work:
     done: Done
     job: Stage1Job | None = None
     plan: tuple = ()
-    started: float = field(default_factory=time.perf_counter)
+    started: float = field(default_factory=time.perf_counter)  # submitted, then: took a slot
     stage1_s: float = 0.0
 
 
 class ComposerScheduler:
-    def __init__(self, composer: YuEComposer, max_waiting: int = 8) -> None:
+    def __init__(
+        self, composer: YuEComposer, max_waiting: int = 8, meter: Meter | None = None
+    ) -> None:
         if not isinstance(composer.stage1, Stage1Engine):
             raise TypeError("continuous batching needs the engine's stage 1")
         self.composer = composer
         self.engine: Stage1Engine = composer.stage1
         self.max_waiting = max_waiting
+        self.meter: Meter = meter or NoMeter()
         self.incoming: queue.Queue[_Work] = queue.Queue()
         self.finishing: queue.Queue[_Work | None] = queue.Queue()
         self.lock = threading.Lock()
@@ -79,6 +113,7 @@ class ComposerScheduler:
                     f"{self.max_waiting} waiting): retry later"
                 )
             self.admitted += 1
+        self._measure(self.meter.queued)
         self.incoming.put(_Work(request, progress, done))
 
     def close(self, timeout_s: float = 5.0) -> None:
@@ -114,6 +149,7 @@ class ComposerScheduler:
         self.finishing.put(None)
 
     def _admit(self, work: _Work) -> None:
+        self._measure(self.meter.started, time.perf_counter() - work.started)
         sections, frames, instrumental_only = self.composer.plan(work.request)
         work.plan = (frames, instrumental_only)
         work.started = time.perf_counter()
@@ -190,4 +226,10 @@ class ComposerScheduler:
     def _answer(self, work: _Work, result: Music | BaseException) -> None:
         with self.lock:
             self.admitted -= 1
+        self._measure(self.meter.ended)
         work.done(result)
+
+    @staticmethod
+    def _measure(report: Callable[..., None], *args: float) -> None:
+        with contextlib.suppress(Exception):  # a metric never costs a request its answer
+            report(*args)

@@ -1,0 +1,101 @@
+"""The served models' metrics recorder (v2bgm.triton.metrics.ModelMetrics) on a stand-in for the
+Python backend's MetricFamily: which series each model gets, and what the composer's scheduler
+reports (its line for a slot, the requests composing, the slots)."""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+import pytest
+from v2bgm_client import interface as api
+
+from v2bgm.composer import StageStats
+from v2bgm.triton import metrics
+
+
+class FakeMetric:
+    def __init__(self, labels: dict[str, str], buckets: list[float] | None = None) -> None:
+        self.labels, self.buckets = labels, buckets
+        self.value = 0.0
+        self.observed: list[float] = []
+
+    def increment(self, amount: float) -> None:
+        self.value += amount
+
+    def observe(self, value: float) -> None:
+        self.observed.append(value)
+
+
+def fake_pb_utils() -> tuple[SimpleNamespace, dict[str, list[FakeMetric]]]:
+    series: dict[str, list[FakeMetric]] = {}
+
+    class MetricFamily:
+        COUNTER, GAUGE, HISTOGRAM = "counter", "gauge", "histogram"
+
+        def __init__(self, name: str, description: str, kind: str) -> None:
+            assert name not in series, f"{name} created twice"
+            self.name = name
+            series[name] = []
+
+        def Metric(self, labels: dict[str, str], buckets: list[float] | None = None) -> FakeMetric:
+            metric = FakeMetric(labels, buckets)
+            series[self.name].append(metric)
+            return metric
+
+    return SimpleNamespace(MetricFamily=MetricFamily), series
+
+
+def recorder(model: str) -> tuple[metrics.ModelMetrics, dict[str, list[FakeMetric]]]:
+    pb_utils, series = fake_pb_utils()
+    return metrics.ModelMetrics(pb_utils, model, "1"), series
+
+
+def value(series: dict[str, list[FakeMetric]], name: str) -> float:
+    (metric,) = series[name]
+    return metric.value
+
+
+def test_only_the_composer_has_a_line_of_its_own() -> None:
+    _, composer = recorder(api.COMPOSER_MODEL)
+    _, captioner = recorder(api.CAPTIONER_MODEL)
+    line = {metrics.WAITING, metrics.QUEUE_SECONDS}
+    assert set(composer) == set(metrics.NAMES)
+    assert set(captioner) == set(metrics.NAMES) - line  # it waits in Triton's queue
+    (wait,) = composer[metrics.QUEUE_SECONDS]
+    assert wait.labels == {metrics.MODEL_LABEL: api.COMPOSER_MODEL, metrics.VERSION_LABEL: "1"}
+    assert wait.buckets == list(metrics.STAGE_BUCKETS_S)
+
+
+def test_slots_are_counted_while_the_instance_is_ready() -> None:
+    recorded, series = recorder(api.COMPOSER_MODEL)
+    recorded.ready(True, 16)
+    assert (value(series, metrics.READY), value(series, metrics.SLOTS)) == (1, 16)
+    recorded.ready(False)
+    assert (value(series, metrics.READY), value(series, metrics.SLOTS)) == (0, 0)
+
+
+def test_the_line_then_the_slot_then_the_answer() -> None:
+    recorded, series = recorder(api.COMPOSER_MODEL)
+    for _ in range(3):
+        recorded.queued()
+    assert value(series, metrics.WAITING) == 3
+    assert value(series, metrics.IN_GENERATION) == 0  # waiting is not being computed
+    recorded.started(0.0)
+    recorded.started(2.5)
+    assert (value(series, metrics.WAITING), value(series, metrics.IN_GENERATION)) == (1, 2)
+    (wait,) = series[metrics.QUEUE_SECONDS]
+    assert wait.observed == [0.0, 2.5]
+    recorded.ended()
+    assert (value(series, metrics.WAITING), value(series, metrics.IN_GENERATION)) == (1, 1)
+
+
+def test_answers_count_outcomes_for_the_rules() -> None:
+    """The rules count music made as answered minus failed (Triton's success counter counts the
+    composer's requests when it takes them)."""
+    recorded, series = recorder(api.COMPOSER_MODEL)
+    recorded.answered(metrics.Outcome(stages={metrics.STAGE1: StageStats(3.0, 150)}, audio_s=3.0))
+    recorded.answered(metrics.Outcome(metrics.UNAVAILABLE))
+    failures = {m.labels[metrics.REASON_LABEL]: m.value for m in series[metrics.FAILURES]}
+    assert value(series, metrics.REQUESTS) - sum(failures.values()) == 1
+    assert failures[metrics.UNAVAILABLE] == 1
+    assert value(series, metrics.AUDIO_SECONDS) == pytest.approx(3.0)
