@@ -151,6 +151,20 @@ def dead_stubs(server_pid: int) -> list[int]:
     return sorted(dead)
 
 
+@dataclass
+class RestartBudget:
+    """At most `restarts` restarts within any `window_s` seconds."""
+
+    restarts: int = MAX_RESTARTS
+    window_s: float = RESTART_WINDOW_S
+    times: list[float] = field(default_factory=list)
+
+    def take(self, now: float) -> bool:
+        """Count a restart at `now`; False if it is one too many."""
+        self.times = [t for t in self.times if now - t < self.window_s] + [now]
+        return len(self.times) <= self.restarts
+
+
 class StubDied(Exception):
     """A Python-backend stub of the server died; the server was killed."""
 
@@ -336,15 +350,13 @@ def main(argv: list[str] | None = None) -> int:
     if not start_until_ready(server, args.ready_timeout):
         return 1
     print(f"v2bgm-serve: ready on {'GPU' if gpu else 'CPU'}: {where}", flush=True)
-    restarts: list[float] = []
+    budget = RestartBudget()
     while True:
         try:
             return wait_with_deadline(server, stop_signalled_at, watch_stubs=True)
         except StubDied as died:
-            now = time.monotonic()
-            restarts = [t for t in restarts if now - t < RESTART_WINDOW_S] + [now]
-            if not args.restart or len(restarts) > MAX_RESTARTS:
-                why = "restarts off" if not args.restart else f"{MAX_RESTARTS} restarts already"
+            if not args.restart or not budget.take(time.monotonic()):
+                why = "restarts off" if not args.restart else f"{budget.restarts} restarts already"
                 print(f"v2bgm-serve: {died}; tritonserver killed ({why})", file=sys.stderr)
                 return 1
             print(f"v2bgm-serve: {died}: restarting tritonserver", file=sys.stderr, flush=True)
