@@ -13,9 +13,11 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import subprocess
 import threading
 import time
+import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -57,14 +59,10 @@ def call(url: str, seconds: float, seed: int) -> dict:
     return {"video_s": seconds, "seconds": round(took, 2), "audio_s": round(audio_s, 3)}
 
 
-def stage_means(port: int) -> dict[str, float]:
-    """Mean seconds per stage over every request so far, from the server's own histograms."""
-    import re
-    import urllib.request
-
+def stage_totals(text: str) -> dict[str, tuple[float, float]]:
+    """(seconds, requests) per stage so far, summed over models, from /metrics' text."""
     from v2bgm.triton.metrics import STAGE_SECONDS
 
-    text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10).read().decode()
     sums: dict[str, list[float]] = {}
     pattern = re.compile(rf'^{STAGE_SECONDS}_(sum|count)\{{.*stage="(\w+)".*\}} ([0-9.e+-]+)$')
     for line in text.splitlines():
@@ -72,7 +70,35 @@ def stage_means(port: int) -> dict[str, float]:
         if match:
             kind, stage, value = match.groups()
             sums.setdefault(stage, [0.0, 0.0])[kind == "count"] += float(value)
-    return {stage: round(total / count, 2) for stage, (total, count) in sums.items() if count}
+    return {stage: (total, count) for stage, (total, count) in sums.items()}
+
+
+def read_totals(port: int) -> dict[str, tuple[float, float]]:
+    url = f"http://127.0.0.1:{port}/metrics"
+    with urllib.request.urlopen(url, timeout=10) as response:
+        return stage_totals(response.read().decode())
+
+
+def stage_means(port: int) -> dict[str, float]:
+    """Mean seconds per stage over every request so far, from the server's own histograms."""
+    totals = read_totals(port)
+    return {stage: round(total / count, 2) for stage, (total, count) in totals.items() if count}
+
+
+def timed_alone(url: str, port: int, seconds: float, seed: int) -> dict:
+    """`call`, with the seconds each stage spent on it (the server's histograms before and after;
+    nothing else runs meanwhile) and the rest of the call's time: queues, transfers, hand-offs."""
+    before = read_totals(port)
+    result = call(url, seconds, seed)
+    after = read_totals(port)
+    stages = {
+        stage: round(total - before.get(stage, (0.0, 0.0))[0], 2)
+        for stage, (total, _) in after.items()
+        if total > before.get(stage, (0.0, 0.0))[0]
+    }
+    result["stages_s"] = stages
+    result["outside_stages_s"] = round(result["seconds"] - sum(stages.values()), 2)
+    return result
 
 
 class MemoryWatch:
@@ -131,7 +157,9 @@ def main(argv: list[str] | None = None) -> int:
         url = f"127.0.0.1:{server.grpc_port}"
         with MemoryWatch() as memory:
             call(url, 10.0, 99)  # first request: anything not warmed up yet
-            report["one_at_a_time"] = [call(url, d, i) for i, d in enumerate(args.durations)]
+            report["one_at_a_time"] = [
+                timed_alone(url, server.metrics_port, d, i) for i, d in enumerate(args.durations)
+            ]
             start = time.perf_counter()
             with ThreadPoolExecutor(args.concurrent) as pool:
                 futures = [
