@@ -340,14 +340,14 @@ def main(argv: list[str] | None = None) -> int:
     stop_signalled_at: list[float] = []
 
     def forward(signum: int, _frame: object) -> None:
+        stop_signalled_at.append(time.monotonic())  # also between a restart's kill and start
         if server.process and server.process.poll() is None:
             server.process.send_signal(signum)
-            stop_signalled_at.append(time.monotonic())
 
     signal.signal(signal.SIGINT, forward)
     signal.signal(signal.SIGTERM, forward)
     where = f"gRPC :{args.grpc_port}, HTTP :{args.http_port}, metrics :{args.metrics_port}"
-    if not start_until_ready(server, args.ready_timeout):
+    if not start_until_ready(server, args.ready_timeout, stop_signalled_at):
         return 1
     print(f"v2bgm-serve: ready on {'GPU' if gpu else 'CPU'}: {where}", flush=True)
     budget = RestartBudget()
@@ -359,20 +359,27 @@ def main(argv: list[str] | None = None) -> int:
                 why = "restarts off" if not args.restart else f"{budget.restarts} restarts already"
                 print(f"v2bgm-serve: {died}; tritonserver killed ({why})", file=sys.stderr)
                 return 1
+            if stop_signalled_at:  # asked to stop meanwhile: no restart
+                return 0
             print(f"v2bgm-serve: {died}: restarting tritonserver", file=sys.stderr, flush=True)
-            if not start_until_ready(server, args.ready_timeout):
+            if not start_until_ready(server, args.ready_timeout, stop_signalled_at):
                 return 1 if not stop_signalled_at else 0
             print(f"v2bgm-serve: ready again: {where}", flush=True)
 
 
-def start_until_ready(server: TritonServer, timeout_s: float) -> bool:
+def start_until_ready(
+    server: TritonServer, timeout_s: float, stop_signalled_at: list[float] | None = None
+) -> bool:
     """Start tritonserver and wait until it is ready (the starting file exists meanwhile);
-    False, with the server stopped, if it is not."""
+    False, with the server stopped, if it is not. A stop signal that came before the process
+    existed (`stop_signalled_at`) is passed on to it."""
     starting = Path(os.environ.get(STARTING_FILE_ENV, DEFAULT_STARTING_FILE))
     with contextlib.suppress(OSError):  # only the health check's `live` reads it
         starting.write_text(f"{time.time() + timeout_s:.0f}\n")
     try:
         server.start()
+        if stop_signalled_at and server.process is not None:
+            server.process.send_signal(signal.SIGTERM)
         server.wait_ready(timeout_s)
         return True
     except (RuntimeError, TimeoutError) as exc:
