@@ -4,6 +4,7 @@ what Triton 2.51 reports about it, the image's health check (docker/health.py) t
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import os
 import signal
@@ -210,6 +211,34 @@ def test_without_restarts_a_stub_death_stops_the_launcher(launcher):
     assert launched.process.wait(UNANSWERED_S) == 1
     assert "restarts off" in stderr_of(launched)
     assert stub_pids(server) == []
+
+
+def test_sigterm_while_restarting_stops_the_launcher_cleanly(launcher):
+    """A stop signal during the restart's reload ends it: exit 0, no stub of either server."""
+    launched = launcher()
+    first_server = launched.server_pid
+    kill_pid(first_server, api.COMPOSER_MODEL)
+    starting = Path(os.environ["V2BGM_STARTING_FILE"])
+    deadline = time.monotonic() + UNANSWERED_S
+    while not starting.exists():
+        assert time.monotonic() < deadline, stderr_of(launched)
+        time.sleep(0.02)
+    second_server = new_server(launched, first_server)
+    launched.process.send_signal(signal.SIGTERM)
+    assert launched.process.wait(UNANSWERED_S) == 0, stderr_of(launched)
+    assert stub_pids(first_server) == [] and stub_pids(second_server) == []
+    assert not starting.exists()
+
+
+def new_server(launched: Launched, old: int) -> int:
+    """The tritonserver the launcher started after `old` (the starting file comes first)."""
+    deadline = time.monotonic() + UNANSWERED_S
+    while True:
+        with contextlib.suppress(ValueError):  # none yet
+            if (pid := launched.server_pid) != old:
+                return pid
+        assert time.monotonic() < deadline, stderr_of(launched)
+        time.sleep(0.02)
 
 
 def stderr_of(launched: Launched) -> str:
