@@ -9,8 +9,9 @@ hands over several at once), one result or one error each.
 from __future__ import annotations
 
 import gc
+import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 
 import numpy as np
@@ -33,6 +34,9 @@ Answer = Callable[[Result, dict[str, StageStats]], None]  # a request's result a
 
 DEFAULT_SLOTS = 16  # compositions decoding at once on one device (model parameter `slots`)
 DEFAULT_MAX_WAITING = 8  # beyond the slots, before refusing (`max_waiting`)
+# Overrides the config's `slots` without rebuilding the image: each slot holds a whole context
+# window of stage-1 cache (~1.2 GB at full size), so a smaller card wants fewer.
+SLOTS_ENV = "V2BGM_COMPOSER_SLOTS"
 
 
 def split_rows(inputs: Tensors) -> list[Tensors]:
@@ -146,6 +150,16 @@ class CaptionerHandler:
         }
 
 
+def composer_slots(params: Params, environ: Mapping[str, str] = os.environ) -> int:
+    """The composer's slots: $V2BGM_COMPOSER_SLOTS, else the config's `slots`, else 16."""
+    given = environ.get(SLOTS_ENV, "").strip()
+    if not given:
+        return int(params.get("slots") or DEFAULT_SLOTS)
+    if not given.isdigit() or int(given) < 1:
+        raise ValueError(f"{SLOTS_ENV} must be a whole number >= 1, got {given!r}")
+    return int(given)
+
+
 class ComposerHandler:
     """Composes either one request at a time (`batch`) or, with a scheduler, many at once
     (`submit`: the served model answers each request when its music is done)."""
@@ -160,7 +174,7 @@ class ComposerHandler:
     @classmethod
     def load(cls, weights: Path, device: str, params: Params | None = None) -> ComposerHandler:
         params = params or {}
-        slots = int(params.get("slots") or DEFAULT_SLOTS)
+        slots = composer_slots(params)
         composer = YuEComposer.from_pretrained(weights, device, slots=slots)
         composer.warm_up()
         waiting = int(params.get("max_waiting") or DEFAULT_MAX_WAITING)
