@@ -32,6 +32,7 @@ from pathlib import Path
 
 from v2bgm import checkpoints
 from v2bgm.triton.model_configs import CPU_CONFIG_NAME
+from v2bgm.triton.progress_channel import channel_root
 
 CONTAINER_HOME = Path("/opt/tritonserver")
 WHEEL_HOME_ENV = "V2BGM_TRITON_HOME"
@@ -195,6 +196,7 @@ class TritonServer:
     home: Path | None = None
     log_path: Path | None = None
     process: subprocess.Popen | None = None
+    stub_regions: list[str] = field(default_factory=list)  # the stubs' shared-memory files
 
     def command(self, install: TritonInstall) -> list[str]:
         cmd = [
@@ -214,6 +216,7 @@ class TritonServer:
 
     def start(self) -> None:
         install = find_install(self.home)
+        self.stub_regions = []
         env = {**os.environ, **install.env, checkpoints.WEIGHTS_ENV: str(self.weights.resolve())}
         out = open(self.log_path, "ab") if self.log_path else None  # noqa: SIM115 (lives with the process)
         self.process = subprocess.Popen(
@@ -237,7 +240,10 @@ class TritonServer:
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
                 raise RuntimeError(f"tritonserver exited with code {self.process.returncode}")
-            if self.is_ready():
+            if self.is_ready():  # every stub runs now (the models are loaded): note their memory
+                self.stub_regions = [
+                    Path(args[STUB_SHM_ARG]).name for args in stub_args(self.process.pid).values()
+                ]
                 return
             time.sleep(0.5)
         raise TimeoutError(f"tritonserver not ready after {timeout_s:.0f} s ({self.ready_url})")
@@ -264,12 +270,16 @@ class TritonServer:
             return EXIT_TIMEOUT_S
 
     def wait(self) -> int:
-        """Wait for the server to exit, kill the stubs it left behind; its exit code."""
+        """Wait for the server to exit, kill the stubs it left behind and remove the shared
+        memory it leaves after a crash or a kill; its exit code."""
         assert self.process is not None
         code = self.process.wait()
         left = reap_stubs(self.process.pid)
         if left:
             print(f"v2bgm-serve: killed stubs left running by tritonserver: {left}", flush=True)
+        for region in self.stub_regions:  # a dead stub's too: its command line is gone by now
+            (SHM_DIR / region).unlink(missing_ok=True)
+        shutil.rmtree(channel_root(self.process.pid), ignore_errors=True)
         return code
 
 

@@ -25,7 +25,7 @@ from v2bgm_client import interface as api
 from tests.conftest import ROOT, free_port
 from tests.reliability.probes import stub_pids, wait_until_composing
 from tests.reliability.servers import READY_TIMEOUT_S, render_repository, start_server
-from v2bgm.serve import TritonServer
+from v2bgm.serve import SHM_DIR, STUB_SHM_ARG, TritonServer, stub_args
 
 pytestmark = pytest.mark.server
 
@@ -170,6 +170,9 @@ def test_a_stub_death_restarts_the_server_and_its_request_gets_an_error(launcher
     monkeypatch.setenv("V2BGM_HTTP_PORT", str(launched.http_port))
     monkeypatch.setenv("V2BGM_DRAIN_FILE", str(launched.stderr.parent / "no-drain"))
     first_server = launched.server_pid
+    (dead_region,) = (
+        SHM_DIR / Path(args[STUB_SHM_ARG]).name for args in stub_args(first_server).values()
+    )
     client = grpcclient.InferenceServerClient(launched.grpc_url)
     client.infer(api.COMPOSER_MODEL, compose_inputs(1.0))  # loaded and warm
     done, answer = start_request(client, 20.0)
@@ -189,6 +192,7 @@ def test_a_stub_death_restarts_the_server_and_its_request_gets_an_error(launcher
     assert "ready again" in launched.next_line()
     assert "died: restarting tritonserver" in stderr_of(launched)
     assert launched.server_pid != first_server
+    assert not dead_region.exists()  # the dead stub's shared memory went with its server
     assert not starting.exists()
     assert health.check("ready") is None
     again = grpcclient.InferenceServerClient(launched.grpc_url)

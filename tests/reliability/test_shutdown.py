@@ -26,6 +26,7 @@ from v2bgm_client.options import SoundtrackOptions
 from tests.conftest import ROOT, free_port
 from tests.reliability.probes import stub_pids, wait_until_composing
 from v2bgm.serve import EXIT_TIMEOUT_S, KILL_MARGIN_S, SHM_DIR, STUB_SHM_ARG
+from v2bgm.triton.progress_channel import channel_root
 
 pytestmark = pytest.mark.server
 
@@ -137,6 +138,8 @@ def test_past_the_exit_timeout_the_launcher_leaves_no_stub(launch):
     request = InFlight(stream_call(served.grpc_url, LONG_MUSIC_S))
     request.start()
     wait_until_composing(served.metrics_port)
+    progress = channel_root(served.server_pid)
+    assert progress.is_dir()  # the streaming model's channel to the composer
     regions = [
         SHM_DIR / Path(stub_args[STUB_SHM_ARG].decode()).name
         for stub_args in map(cmdline, stub_pids(served.server_pid))
@@ -154,6 +157,7 @@ def test_past_the_exit_timeout_the_launcher_leaves_no_stub(launch):
     assert isinstance(request.answer, Exception)  # answered with an error, not left hanging
     assert stub_pids(served.server_pid) == []
     assert not any(region.exists() for region in regions)
+    assert not progress.exists()  # a killed server's progress channels are removed too
 
 
 def cmdline(pid: int) -> list[bytes]:

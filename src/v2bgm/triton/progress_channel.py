@@ -32,10 +32,11 @@ SHM = Path("/dev/shm")
 FINISHED_STAGE = "finished"  # the last state a composer publishes, with its stage timings
 
 
-def channel_root() -> Path:
-    """One directory per tritonserver (the stubs' parent process), on shared memory if any."""
+def channel_root(server_pid: int | None = None) -> Path:
+    """One directory per tritonserver (by default this stub's parent), on shared memory if any.
+    `v2bgm-serve` removes it once that server has exited."""
     base = SHM if SHM.is_dir() else Path(tempfile.gettempdir())
-    return base / f"v2bgm-progress-{os.getppid()}"
+    return base / f"v2bgm-progress-{os.getppid() if server_pid is None else server_pid}"
 
 
 @dataclass(frozen=True)
