@@ -11,6 +11,7 @@ from pathlib import Path
 from v2bgm_client import interface as api
 
 STUB = "triton_python_backend_stub"
+SERVER_COMM = "tritonserver"
 PARENT_PID_ARG = 5  # the stub's arguments: model.py, shm region, two sizes, the server's pid, ...
 IN_FLIGHT_WAIT_S = 300.0  # a request reaches the composer within this, even on a loaded machine
 
@@ -34,6 +35,22 @@ def stub_pids(server_pid: int, model: str | None = None) -> list[int]:
         ):
             pids.append(int(entry.name))
     return pids
+
+
+def tritonserver_of(launcher_pid: int) -> int:
+    """The tritonserver that `v2bgm-serve` process `launcher_pid` runs (its child); raises
+    ValueError while there is none (between a restart's kill and start)."""
+    path = Path(f"/proc/{launcher_pid}/task/{launcher_pid}/children")
+    children = [int(child) for child in path.read_text().split()]
+    (pid,) = (child for child in children if _comm(child) == SERVER_COMM)
+    return pid
+
+
+def _comm(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/comm").read_text().strip()
+    except OSError:  # gone meanwhile
+        return ""
 
 
 def metric(metrics_port: int, name: str, model: str) -> float:

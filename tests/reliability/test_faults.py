@@ -23,7 +23,7 @@ from tritonclient.utils import InferenceServerException
 from v2bgm_client import interface as api
 
 from tests.conftest import ROOT, free_port
-from tests.reliability.probes import stub_pids, wait_until_composing
+from tests.reliability.probes import stub_pids, tritonserver_of, wait_until_composing
 from tests.reliability.servers import READY_TIMEOUT_S, render_repository, start_server
 from v2bgm.serve import SHM_DIR, STUB_SHM_ARG, TritonServer, stub_args
 
@@ -108,21 +108,11 @@ class Launched:
 
     @property
     def server_pid(self) -> int:
-        path = Path(f"/proc/{self.process.pid}/task/{self.process.pid}/children")
-        children = [int(child) for child in path.read_text().split()]
-        (pid,) = (child for child in children if comm(child) == "tritonserver")
-        return pid
+        return tritonserver_of(self.process.pid)
 
     def next_line(self) -> str:
         assert self.process.stdout is not None
         return self.process.stdout.readline()
-
-
-def comm(pid: int) -> str:
-    try:
-        return Path(f"/proc/{pid}/comm").read_text().strip()
-    except OSError:
-        return ""
 
 
 @pytest.fixture
@@ -182,11 +172,7 @@ def test_a_stub_death_restarts_the_server_and_its_request_gets_an_error(launcher
     (error,) = answer
     assert isinstance(error, InferenceServerException), error
     assert error.status() == "StatusCode.UNAVAILABLE", error
-    starting = Path(os.environ["V2BGM_STARTING_FILE"])
-    deadline = time.monotonic() + UNANSWERED_S
-    while not starting.exists():  # the restart loads the models for seconds, even tiny ones
-        assert time.monotonic() < deadline, stderr_of(launched)
-        time.sleep(0.02)
+    starting = restart_begun(launched)
     assert health.check("live") is None  # reloading: alive, not ready
     assert health.check("ready") is not None
     assert "ready again" in launched.next_line()
@@ -222,16 +208,23 @@ def test_sigterm_while_restarting_stops_the_launcher_cleanly(launcher):
     launched = launcher()
     first_server = launched.server_pid
     kill_pid(first_server, api.COMPOSER_MODEL)
-    starting = Path(os.environ["V2BGM_STARTING_FILE"])
-    deadline = time.monotonic() + UNANSWERED_S
-    while not starting.exists():
-        assert time.monotonic() < deadline, stderr_of(launched)
-        time.sleep(0.02)
+    starting = restart_begun(launched)
     second_server = new_server(launched, first_server)
     launched.process.send_signal(signal.SIGTERM)
     assert launched.process.wait(UNANSWERED_S) == 0, stderr_of(launched)
     assert stub_pids(first_server) == [] and stub_pids(second_server) == []
     assert not starting.exists()
+
+
+def restart_begun(launched: Launched) -> Path:
+    """Wait until the launcher writes its starting file (the restart then loads the models for
+    seconds, even tiny ones); the file."""
+    starting = Path(os.environ["V2BGM_STARTING_FILE"])
+    deadline = time.monotonic() + UNANSWERED_S
+    while not starting.exists():
+        assert time.monotonic() < deadline, stderr_of(launched)
+        time.sleep(0.02)
+    return starting
 
 
 def new_server(launched: Launched, old: int) -> int:

@@ -24,7 +24,7 @@ from v2bgm_client import events, stream
 from v2bgm_client.options import SoundtrackOptions
 
 from tests.conftest import ROOT, free_port
-from tests.reliability.probes import stub_pids, wait_until_composing
+from tests.reliability.probes import stub_pids, tritonserver_of, wait_until_composing
 from v2bgm.serve import EXIT_TIMEOUT_S, KILL_MARGIN_S, SHM_DIR, STUB_SHM_ARG
 from v2bgm.triton.progress_channel import channel_root
 
@@ -34,7 +34,6 @@ MUSIC_S = 8.0  # seconds of music: still composing at SIGTERM, done well within 
 LONG_MUSIC_S = 120.0  # far longer than SHORT_EXIT_TIMEOUT_S
 SHORT_EXIT_TIMEOUT_S = 2
 REQUEST_TIMEOUT_S = 300.0
-SERVER_COMM = "tritonserver"
 EXIT_MARGIN_S = 30.0  # past Triton's exit timeout: unloading, the launcher's own exit
 KILLED_EXIT_S = 10.0  # from the launcher's kill to its exit: the stubs' short grace, reaping
 FRAMES = np.zeros((2, 48, 64, 3), np.uint8)
@@ -46,15 +45,6 @@ class Launcher:
     server_pid: int  # tritonserver, its child
     grpc_url: str
     metrics_port: int
-
-
-def children(pid: int) -> list[int]:
-    path = Path(f"/proc/{pid}/task/{pid}/children")
-    return [int(child) for child in path.read_text().split()]
-
-
-def comm(pid: int) -> str:
-    return Path(f"/proc/{pid}/comm").read_text().strip()
 
 
 @pytest.fixture
@@ -72,8 +62,8 @@ def launch(weights: Path) -> Iterator[Callable[..., Launcher]]:
         started.append(process)
         line = process.stdout.readline()  # one line once the server is ready
         assert f"gRPC :{ports['grpc']}" in line, line
-        (server,) = [pid for pid in children(process.pid) if comm(pid) == SERVER_COMM]
-        return Launcher(process, server, f"127.0.0.1:{ports['grpc']}", ports["metrics"])
+        url = f"127.0.0.1:{ports['grpc']}"
+        return Launcher(process, tritonserver_of(process.pid), url, ports["metrics"])
 
     yield start
     for process in started:
