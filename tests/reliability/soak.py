@@ -4,7 +4,8 @@ Measures the resident memory of tritonserver and of each Python-backend stub (/p
 warm-up and at the end, and every `--sample-every` requests between; fails (exit 1) unless every
 request was answered, none failed other than by a rejection, and no process grew more than 10 %
 after the warm-up. Prints a JSON summary: sent, answered, ok, rejected, errors by gRPC code,
-seconds, and memory per process.
+seconds, requests per minute, and memory per process. If tritonserver dies, it stops at once and
+says so ("tritonserver died (signal 11) after N requests answered") and fails.
 
     python -m tests.reliability.soak [--requests 1000] [--concurrency 4] [--warmup 100]
 """
@@ -12,13 +13,16 @@ seconds, and memory per process.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
+import signal
 import sys
 import tempfile
 import threading
 import time
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -39,6 +43,19 @@ REJECTED = "UNAVAILABLE"  # a full queue or no free composer slot: shed, not fai
 KIB = 1024
 THREADS_ENV = "OMP_NUM_THREADS"
 INSTANCE_ARG = 8  # the stub's model instance name, e.g. music_composer_0_0
+POLL_S = 0.5  # how often a wait for answers checks that tritonserver still runs
+
+
+class ServerDied(RuntimeError):
+    """tritonserver exited during the soak."""
+
+
+def death_message(code: int, answered: int) -> str:
+    """'tritonserver died (signal 11) after N requests answered', from its exit code."""
+    how = f"signal {-code}" if code < 0 else f"exit code {code}"
+    with contextlib.suppress(ValueError):
+        how = f"signal {-code}, {signal.Signals(-code).name}" if code < 0 else how
+    return f"tritonserver died ({how}) after {answered} requests answered"
 
 
 def rss_bytes(pid: int) -> int:
@@ -87,9 +104,18 @@ class Tally:
     def answered(self) -> int:
         return sum(self.codes.values())
 
-    def wait_for(self, count: int, timeout_s: float) -> bool:
+    def wait_for(self, count: int, timeout_s: float, alive: Callable[[], None]) -> bool:
+        """Until `count` requests are answered (True) or `timeout_s` passed (False); `alive`
+        is called every POLL_S and raises when the server died."""
+        deadline = time.monotonic() + timeout_s
         with self.answered_event:
-            return self.answered_event.wait_for(lambda: self.answered >= count, timeout_s)
+            while self.answered < count:
+                alive()
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    return False
+                self.answered_event.wait(min(left, POLL_S))
+            return True
 
 
 def request_inputs(index: int) -> list:
@@ -111,27 +137,40 @@ def run(args: argparse.Namespace) -> dict:
     log = Path(tempfile.mkdtemp(prefix="v2bgm-soak-")) / "tritonserver.log"
     server = start_server(ROOT / "model_repository", args.weights, log)
     assert server.process is not None
+    died: str | None = None
+    baseline: dict[str, int] = {}
+    warm_at = start = time.monotonic()
+    client = grpcclient.InferenceServerClient(f"127.0.0.1:{server.grpc_port}")
+    tally = Tally()
+    samples: list[dict] = []
     try:
-        client = grpcclient.InferenceServerClient(f"127.0.0.1:{server.grpc_port}")
         outputs = [grpcclient.InferRequestedOutput(s.name) for s in api.PIPELINE.outputs]
-        tally = Tally()
         slots = threading.Semaphore(args.concurrency)
-        samples: list[dict] = []
-        baseline: dict[str, int] = {}
-        start = time.monotonic()
 
         def answered(result: object, error: object) -> None:
             tally.add("OK" if error is None else error.status().rsplit(".", 1)[-1])
             slots.release()
 
+        def alive() -> None:
+            code = server.process.poll()
+            if code is not None:
+                raise ServerDied(death_message(code, tally.answered))
+
         def sample(label: str) -> dict[str, int]:
-            memory = {name: rss_bytes(pid) for name, pid in processes(server.process.pid).items()}
+            alive()
+            try:
+                named = processes(server.process.pid).items()
+                memory = {name: rss_bytes(pid) for name, pid in named}
+            except (OSError, ValueError):  # a process vanished: the server's death is the news
+                alive()
+                raise
             samples.append({"after_requests": label, "rss_mib": mib(memory)})
             print(f"soak: {label} answered, {tally.codes}, {mib(memory)}", file=sys.stderr)
             return memory
 
         for index in range(args.requests):
-            slots.acquire()
+            while not slots.acquire(timeout=POLL_S):
+                alive()
             client.async_infer(
                 api.PIPELINE_MODEL,
                 request_inputs(index),
@@ -142,19 +181,23 @@ def run(args: argparse.Namespace) -> dict:
             sent = index + 1
             between = args.warmup < sent < args.requests and sent % args.sample_every == 0
             if sent == args.warmup or between:
-                tally.wait_for(sent, REQUEST_TIMEOUT_S)  # quiet: every request sent is answered
+                tally.wait_for(sent, REQUEST_TIMEOUT_S, alive)  # quiet: all sent are answered
                 memory = sample(str(sent))
                 if sent == args.warmup:
                     baseline, warm_at = memory, time.monotonic()
-        all_answered = tally.wait_for(args.requests, REQUEST_TIMEOUT_S)
+        all_answered = tally.wait_for(args.requests, REQUEST_TIMEOUT_S, alive)
         final = sample(str(args.requests)) if all_answered else {}
+    except ServerDied as exc:
+        died, final = str(exc), {}
+        print(f"soak: {died}", file=sys.stderr)
+    finally:
         elapsed = time.monotonic() - start
         client.close()
-    finally:
         server.stop()
     errors = {code: n for code, n in tally.codes.items() if code not in ("OK", REJECTED)}
     grown = over_limit(baseline, final, args.max_growth)
     return {
+        "died": died,
         "sent": args.requests,
         "answered": tally.answered,
         "ok": tally.codes["OK"],
@@ -164,13 +207,13 @@ def run(args: argparse.Namespace) -> dict:
         "warmup_requests": args.warmup,
         "seconds": round(elapsed, 1),
         "seconds_after_warmup": round(time.monotonic() - warm_at, 1),
-        "requests_per_s": round(args.requests / elapsed, 3),
+        "requests_per_min": round(60 * tally.answered / elapsed, 1),
         "rss_mib": {
             name: memory_report(before, final.get(name)) for name, before in baseline.items()
         },
         "samples": samples,
         "max_growth_pct": 100 * args.max_growth,
-        "passed": tally.answered == args.requests and not errors and not grown,
+        "passed": died is None and tally.answered == args.requests and not errors and not grown,
         "over_limit": grown,
         "server_log": str(log),
     }

@@ -40,3 +40,23 @@ def test_memory_report_in_mib():
 def test_warmup_must_leave_requests_to_measure():
     with pytest.raises(SystemExit):
         soak.parse_args(["--requests", "10", "--warmup", "10"])
+
+
+def test_a_dead_server_is_reported_by_its_signal():
+    assert soak.death_message(-11, 142) == (
+        "tritonserver died (signal 11, SIGSEGV) after 142 requests answered"
+    )
+    assert soak.death_message(1, 0) == "tritonserver died (exit code 1) after 0 requests answered"
+
+
+def test_waiting_for_answers_stops_when_the_server_dies():
+    tally = soak.Tally()
+    tally.add("OK")
+
+    def dead() -> None:
+        raise soak.ServerDied("gone")
+
+    assert tally.wait_for(1, 5.0, dead)  # already answered: no need to look
+    with pytest.raises(soak.ServerDied):
+        tally.wait_for(2, 60.0, dead)
+    assert not tally.wait_for(2, 0.1, lambda: None)

@@ -15,10 +15,19 @@ for a slot (`WAITING`, `QUEUE_SECONDS`), the requests composing, and the slots.
 
 This module does not import `triton_python_backend_utils` (it exists only inside the stub): the
 recorder takes it as an argument, so the names are importable anywhere.
+
+Threads: the composer's scheduler records from its stage-1 and stage-2 threads while `execute`
+records on the model's own thread. Triton 2.51's Python backend does not allow one `Metric` to be
+used by two threads at once: `Metric.increment` and `observe` release the GIL, then rewrite the
+object's own shared-memory message (`Metric::SaveToSharedMemory`) before the send is serialised,
+so a second thread frees the block the first one's message points to and tritonserver itself
+dies reading it (SIGSEGV in libtriton_python.so; tests/reliability/test_metric_threads.py). Every
+call on a backend metric therefore goes through `ModelMetrics._record`, under one lock.
 """
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from types import ModuleType
@@ -142,6 +151,7 @@ class ModelMetrics:
     Every series a model can emit is created in `__init__` (value 0), so that Prometheus sees a
     counter start from zero, and `rate()` counts the first request. Model instances with the same
     labels share one series in Triton; gauges are therefore only incremented and decremented.
+    Safe to call from any thread (see the module's docstring); after `close` it records nothing.
     """
 
     def __init__(
@@ -157,6 +167,8 @@ class ModelMetrics:
         self._warn = warn
         self._undeclared: set[str] = set()
         self._slots = 0
+        self._lock = threading.Lock()  # held around every call on a backend metric
+        self._closed = False
         base = {MODEL_LABEL: model, VERSION_LABEL: version}
         for d in DEFINITIONS:
             if d.models is not None and model not in d.models:
@@ -177,9 +189,20 @@ class ModelMetrics:
             return FAILURE_REASONS
         return (None,)
 
+    def _record(self, name: str, label: str | None, value: float, observe: bool = False) -> None:
+        """The one place that touches a backend metric: serialised, and never after `close`."""
+        with self._lock:
+            if self._closed:
+                return
+            series = self._series[name, label]
+            if observe:
+                series.observe(float(value))
+            else:
+                series.increment(float(value))
+
     def _add(self, name: str, amount: float, label: str | None = None) -> None:
         if amount:
-            self._series[name, label].increment(float(amount))
+            self._record(name, label, amount)
 
     def ready(self, up: bool, slots: int = 1) -> None:
         """The instance starts serving, computing up to `slots` requests at once, or stops."""
@@ -200,7 +223,7 @@ class ModelMetrics:
     def started(self, waited_s: float) -> None:
         """A request left the line for a slot after `waited_s` seconds: it is computed now."""
         self._add(WAITING, -1)
-        self._series[QUEUE_SECONDS, None].observe(float(waited_s))
+        self._record(QUEUE_SECONDS, None, waited_s, observe=True)
         self._add(IN_GENERATION, 1)
 
     def ended(self) -> None:
@@ -220,11 +243,14 @@ class ModelMetrics:
                     self._undeclared.add(stage)
                     self._warn(f"metrics: stage {stage!r} is not in MODEL_STAGES; not recorded")
                 continue
-            self._series[STAGE_SECONDS, stage].observe(float(cost.seconds))
+            self._record(STAGE_SECONDS, stage, cost.seconds, observe=True)
             if (TOKENS, stage) in self._series:
                 self._add(TOKENS, cost.tokens, stage)
 
     def close(self) -> None:
-        """Drop the series before their families, as the Python backend requires."""
-        self._series.clear()
-        self._families.clear()
+        """Drop the series before their families, as the Python backend requires; a thread
+        that still reports afterwards (a composition outliving `finalize`) records nothing."""
+        with self._lock:
+            self._closed = True
+            self._series.clear()
+            self._families.clear()
