@@ -14,6 +14,9 @@ ready_timeout_s="${V2BGM_READY_TIMEOUT_S:-1800}" # 7B weights from a network vol
 http_port="${V2BGM_HTTP_PORT:-8000}"
 grpc_port="${V2BGM_GRPC_PORT:-8001}"
 metrics_port="${V2BGM_METRICS_PORT:-8002}"
+# Inside the container every address is the container's own: `docker run -p` decides what is
+# published; the chart sets the pod's address. (Bare v2bgm-serve: loopback.)
+metrics_address="${V2BGM_METRICS_ADDRESS:-0.0.0.0}"
 
 if [[ $# -gt 0 && $1 != -* ]]; then
   exec "$@"
@@ -36,4 +39,5 @@ exec v2bgm-serve \
   --http-port "$http_port" \
   --grpc-port "$grpc_port" \
   --metrics-port "$metrics_port" \
+  --metrics-address "$metrics_address" \
   "$@"

@@ -30,7 +30,7 @@ import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from v2bgm import checkpoints
+from v2bgm import admin_api, checkpoints
 from v2bgm.triton.model_configs import CPU_CONFIG_NAME
 from v2bgm.triton.progress_channel import channel_root
 
@@ -38,6 +38,9 @@ CONTAINER_HOME = Path("/opt/tritonserver")
 WHEEL_HOME_ENV = "V2BGM_TRITON_HOME"
 DEFAULT_WHEEL_HOME = Path(".cache/pytriton_wheel")
 DEFAULT_PORTS = {"http": 8000, "grpc": 8001, "metrics": 8002}
+# Loopback unless told otherwise: the chart binds it to the pod's address, for Prometheus.
+DEFAULT_METRICS_ADDRESS = "127.0.0.1"
+RESTRICTION_FLAGS = ("--grpc-restricted-protocol", "--http-restricted-api")
 READY_TIMEOUT_S = 600.0  # 7B weights can take minutes to load
 EXIT_TIMEOUT_S = 30  # in-flight requests get this long to finish after SIGTERM
 EXIT_TIMEOUT_FLAG = "--exit-timeout-secs="
@@ -191,6 +194,10 @@ class TritonServer:
     http_port: int = DEFAULT_PORTS["http"]
     grpc_port: int = DEFAULT_PORTS["grpc"]
     metrics_port: int = DEFAULT_PORTS["metrics"]
+    metrics_address: str = DEFAULT_METRICS_ADDRESS
+    # None: $V2BGM_ADMIN_KEY, the file $V2BGM_ADMIN_KEY_FILE, or a random key for each start
+    admin_key: str | None = None
+    open_admin: bool = False  # every API open to every caller, as Triton starts (tests only)
     gpu: bool = False
     extra_args: list[str] = field(default_factory=list)
     home: Path | None = None
@@ -206,8 +213,12 @@ class TritonServer:
             f"--http-port={self.http_port}",
             f"--grpc-port={self.grpc_port}",
             f"--metrics-port={self.metrics_port}",
+            f"--metrics-address={self.metrics_address}",
             f"--exit-timeout-secs={EXIT_TIMEOUT_S}",
         ]
+        own = any(arg.startswith(RESTRICTION_FLAGS) for arg in self.extra_args)
+        if not (own or self.open_admin):
+            cmd += admin_api.restriction_args(self.admin_key or admin_api.admin_key())
         if not self.gpu:
             cmd.append(f"--model-config-name={CPU_CONFIG_NAME}")
         if not any(arg.startswith("--model-control-mode") for arg in self.extra_args):
@@ -323,6 +334,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--http-port", type=int, default=DEFAULT_PORTS["http"])
     parser.add_argument("--grpc-port", type=int, default=DEFAULT_PORTS["grpc"])
     parser.add_argument("--metrics-port", type=int, default=DEFAULT_PORTS["metrics"])
+    parser.add_argument(
+        "--metrics-address", default=DEFAULT_METRICS_ADDRESS,
+        help="address the metrics port binds to (default: loopback only)",
+    )  # fmt: skip
     parser.add_argument("--triton-home", type=Path, default=None, help="unpacked pytriton wheel")
     parser.add_argument("--ready-timeout", type=float, default=READY_TIMEOUT_S)
     parser.add_argument(
@@ -335,6 +350,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    try:
+        key = admin_api.admin_key()
+    except admin_api.AdminKeyError as exc:
+        print(f"v2bgm-serve: {exc}", file=sys.stderr)
+        return 2
     gpu = has_gpu() if args.device == "auto" else args.device == "gpu"
     server = TritonServer(
         repository=args.model_repository,
@@ -342,6 +362,8 @@ def main(argv: list[str] | None = None) -> int:
         http_port=args.http_port,
         grpc_port=args.grpc_port,
         metrics_port=args.metrics_port,
+        metrics_address=args.metrics_address,
+        admin_key=key,
         gpu=gpu,
         extra_args=args.extra,
         home=args.triton_home,

@@ -225,3 +225,40 @@ def test_notes_walk_to_a_first_request() -> None:
     assert "--url localhost:8001" in text
     assert "ReadWriteOnce" in text  # the warning: 4 replicas, one RWO claim
     assert "ReadWriteOnce" not in notes(load_values(CPU_DEMO_VALUES))
+
+
+def test_metrics_listen_on_the_pod_address_only(default_docs: dict[str, Manifest]) -> None:
+    server = server_container(default_docs["Deployment"])
+    (address,) = [e for e in server["env"] if e["name"] == "V2BGM_METRICS_ADDRESS"]
+    assert address["valueFrom"] == {"fieldRef": {"fieldPath": "status.podIP"}}
+
+
+def test_admin_key_comes_from_the_secret_as_a_file() -> None:
+    default = by_kind(manifests())["Deployment"]
+    assert "V2BGM_ADMIN_KEY_FILE" not in env_of(server_container(default))  # random: closed
+    values = {"adminApi": {"existingSecret": "v2bgm-admin", "secretKey": "key"}}
+    deployment = by_kind(manifests(values))["Deployment"]
+    server = server_container(deployment)
+    assert env_of(server)["V2BGM_ADMIN_KEY_FILE"] == "/var/run/secrets/v2bgm/key"
+    mount = {"name": "admin-key", "mountPath": "/var/run/secrets/v2bgm", "readOnly": True}
+    assert mount in server["volumeMounts"]
+    volumes = {v["name"]: v for v in deployment["spec"]["template"]["spec"]["volumes"]}
+    assert volumes["admin-key"]["secret"]["secretName"] == "v2bgm-admin"
+    assert volumes["admin-key"]["secret"]["items"] == [{"key": "key", "path": "key"}]
+
+
+def test_network_policy_lets_clients_reach_grpc_and_monitoring_the_metrics() -> None:
+    assert "NetworkPolicy" not in by_kind(manifests())  # off by default
+    docs = by_kind(manifests({"networkPolicy": {"enabled": True}}))
+    policy = docs["NetworkPolicy"]["spec"]
+    pod_labels = docs["Deployment"]["spec"]["template"]["metadata"]["labels"]
+    assert policy["podSelector"]["matchLabels"].items() <= pod_labels.items()
+    assert policy["policyTypes"] == ["Ingress"]
+    clients, monitoring = policy["ingress"]
+    values = default_values()["networkPolicy"]
+    assert clients["from"] == [{"namespaceSelector": values["clientNamespaceSelector"]}]
+    assert monitoring["from"] == [{"namespaceSelector": values["monitoringNamespaceSelector"]}]
+    ports = {p["name"] for p in server_container(docs["Deployment"])["ports"]}
+    assert [p["port"] for p in clients["ports"]] == ["grpc"]
+    assert [p["port"] for p in monitoring["ports"]] == ["metrics"]
+    assert {"grpc", "metrics"} <= ports  # named ports the container declares

@@ -47,6 +47,10 @@ KITCHEN_SINK: dict[str, Any] = {
     "extraEnv": [{"name": "HF_TOKEN",
                   "valueFrom": {"secretKeyRef": {"name": "hf", "key": "token"}}}],
     "autoscaling": {"enabled": False},
+    "adminApi": {"existingSecret": "v2bgm-admin", "secretKey": "key"},
+    "networkPolicy": {"enabled": True, "extraIngress": [
+        {"from": [{"namespaceSelector": {"matchLabels": {"ingress": "true"}}}],
+         "ports": [{"port": "http", "protocol": "TCP"}]}]},
     "podDisruptionBudget": {"maxUnavailable": None, "minAvailable": 1},
     "monitoring": {"serviceMonitor": {"labels": {"release": "kube-prometheus-stack"}},
                    "prometheusRule": {"labels": {"release": "kube-prometheus-stack"}}},

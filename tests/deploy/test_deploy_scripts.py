@@ -127,7 +127,7 @@ def test_entrypoint_execs_the_launcher_with_the_volume(fakes: dict[str, str]) ->
     assert args == [
         "--model-repository", "/opt/v2bgm/model_repository", "--weights", fakes["V2BGM_WEIGHTS"],
         "--device", "auto", "--ready-timeout", "1800", "--http-port", "8000",
-        "--grpc-port", "8001", "--metrics-port", "8002",
+        "--grpc-port", "8001", "--metrics-port", "8002", "--metrics-address", "0.0.0.0",
     ]  # fmt: skip
     assert f"env=V2BGM_WEIGHTS={fakes['V2BGM_WEIGHTS']}" in log
     assert "env=HF_HUB_OFFLINE=1" in log  # serving never downloads
@@ -139,6 +139,7 @@ def test_entrypoint_settings_from_env_and_extra_triton_args(fakes: dict[str, str
         "V2BGM_DEVICE": "cpu",
         "V2BGM_READY_TIMEOUT_S": "300",
         "V2BGM_GRPC_PORT": "9001",
+        "V2BGM_METRICS_ADDRESS": "10.0.0.7",
     }
     process = start(env, "--", "--exit-timeout-secs=300", "--log-verbose=1")
     try:
@@ -149,6 +150,7 @@ def test_entrypoint_settings_from_env_and_extra_triton_args(fakes: dict[str, str
     assert args[args.index("--device") + 1] == "cpu"
     assert args[args.index("--ready-timeout") + 1] == "300"
     assert args[args.index("--grpc-port") + 1] == "9001"
+    assert args[args.index("--metrics-address") + 1] == "10.0.0.7"
     assert args[-3:] == ["--", "--exit-timeout-secs=300", "--log-verbose=1"]
 
 

@@ -15,6 +15,8 @@ from v2bgm.serve import TritonServer
 from v2bgm.triton import model_configs
 
 READY_TIMEOUT_S = 300.0
+# The admin key of these servers: the tests that reload a model or read statistics send it.
+ADMIN_KEY = "reliability-tests-admin-key"
 
 
 def render_repository(
@@ -44,14 +46,22 @@ def render_repository(
 
 
 def start_server(
-    repository: Path, weights: Path, log_path: Path, extra_args: list[str] | None = None
+    repository: Path,
+    weights: Path,
+    log_path: Path,
+    extra_args: list[str] | None = None,
+    open_admin: bool = False,
 ) -> TritonServer:
+    """A ready tritonserver; its administrative APIs need ADMIN_KEY, or, with `open_admin`,
+    are open to every caller as Triton leaves them (to show what the restriction refuses)."""
     triton = TritonServer(
         repository=repository,
         weights=weights,
         http_port=free_port(),
         grpc_port=free_port(),
         metrics_port=free_port(),
+        admin_key=ADMIN_KEY,
+        open_admin=open_admin,
         gpu=False,
         extra_args=extra_args or [],
         home=ROOT / ".cache" / "pytriton_wheel",

@@ -24,10 +24,18 @@ from v2bgm_client import interface as api
 
 from tests.conftest import ROOT, free_port
 from tests.reliability.probes import stub_pids, tritonserver_of, wait_until_composing
-from tests.reliability.servers import READY_TIMEOUT_S, render_repository, start_server
+from tests.reliability.servers import (
+    ADMIN_KEY,
+    READY_TIMEOUT_S,
+    render_repository,
+    start_server,
+)
+from v2bgm import admin_api
 from v2bgm.serve import SHM_DIR, STUB_SHM_ARG, TritonServer, stub_args
 
 pytestmark = pytest.mark.server
+
+ADMIN = admin_api.grpc_headers(ADMIN_KEY)  # model control is an administrative API
 
 ZOMBIE = "Z"
 UNANSWERED_S = 20.0  # a killed stub's request is answered at once; this long means never
@@ -265,7 +273,7 @@ def test_a_dead_stub_is_reported_by_the_health_check_and_an_explicit_reload_reco
     assert client.is_server_live()
     # Triton 2.51 still reports everything ready, and leaves the stub a zombie child.
     assert client.is_server_ready() and client.is_model_ready(api.COMPOSER_MODEL)
-    (index,) = client.get_model_repository_index().models
+    (index,) = client.get_model_repository_index(headers=ADMIN).models
     assert (index.name, index.state) == (api.COMPOSER_MODEL, "READY")
     assert process_state(stub) == ZOMBIE
     problem = health.check("ready")
@@ -273,11 +281,11 @@ def test_a_dead_stub_is_reported_by_the_health_check_and_an_explicit_reload_reco
     assert health.main(["ready"]) == 1
     assert health.check("live") is None  # the server itself is alive
     # Loading a loaded model with an unchanged config keeps the dead stub: unload first.
-    client.unload_model(api.COMPOSER_MODEL)
+    client.unload_model(api.COMPOSER_MODEL, headers=ADMIN)
     deadline = time.monotonic() + 60
     while client.is_model_ready(api.COMPOSER_MODEL) and time.monotonic() < deadline:
         time.sleep(0.2)
-    client.load_model(api.COMPOSER_MODEL)  # a new stub, the weights loaded again
+    client.load_model(api.COMPOSER_MODEL, headers=ADMIN)  # a new stub, the weights loaded again
     result = client.infer(api.COMPOSER_MODEL, compose_inputs(1.0), client_timeout=120)
     assert result.as_numpy("AUDIO").size > 0
     # The zombie outlives the reload (Triton never reaps it), so the health check keeps failing
