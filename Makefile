@@ -14,10 +14,10 @@ PROM_HOME := .cache/prometheus
 
 setup: $(VENV)/.installed $(TRITON_HOME)/.unpacked
 
-$(VENV)/.installed: pyproject.toml client/pyproject.toml constraints.txt
+$(VENV)/.installed: pyproject.toml contract/pyproject.toml client/pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -c constraints.txt -e "./client[metrics]" -e ".[dev]"
+	$(PY) -m pip install -q -c constraints.txt -e ./contract -e "./client[metrics]" -e ".[dev]"
 	touch $@
 
 # tritonserver 2.51 and its Python backend, from the nvidia-pytriton wheel (see v2bgm/serve.py).

@@ -8,9 +8,9 @@ Python 3.10 interpreter (pip evaluates environment markers with the running inte
     python docker/lock_requirements.py --python python3.10           # rewrite the lock
     python docker/lock_requirements.py --python python3.10 --check   # resolve the lock again
 
-The inputs are the two local packages plus `accelerate`, constrained by constraints.txt (the
-CPU development pins), except where a pinned release does not support Python 3.10
-(`PY310_OVERRIDES`). tests/deploy/ checks the lock against both.
+The inputs are the two local packages (v2bgm and v2bgm-contract) plus `accelerate`, constrained
+by constraints.txt (the CPU development pins), except where a pinned release does not support
+Python 3.10 (`PY310_OVERRIDES`). tests/deploy/ checks the lock against both.
 """
 
 from __future__ import annotations
@@ -28,12 +28,11 @@ LOCK = ROOT / "docker" / "requirements.txt"
 CONSTRAINTS = ROOT / "constraints.txt"
 CONTAINER_PYTHON = "3.10"
 GLIBC_MINOR = 35  # Ubuntu 22.04, the base of tritonserver:24.10-py3
-LOCAL_PACKAGES = ("v2bgm", "v2bgm-client")
+LOCAL_PACKAGES = ("v2bgm", "v2bgm-contract")
 # Not required by the package, but installed in the development environment the tests run in.
 EXTRA_INPUTS = ("accelerate",)
 # Pins of constraints.txt whose release needs Python >= 3.11: the newest release for 3.10 instead.
 PY310_OVERRIDES = {
-    "av": "17.1.0",  # av 18 requires Python >= 3.11
     "transformers": "5.20.2",  # 5.21 and later require Python >= 3.11
 }
 HEADER = """\
@@ -123,7 +122,7 @@ def main(argv: list[str] | None = None) -> int:
             return 1
         print(f"{LOCK.relative_to(ROOT)}: {len(locked)} pins resolve for Python 3.10")
         return 0
-    inputs = [str(ROOT / "client"), str(ROOT), *EXTRA_INPUTS]
+    inputs = [str(ROOT / "contract"), str(ROOT), *EXTRA_INPUTS]
     resolved = resolve(args.python, inputs, lock_constraints())
     pins = {n: v for n, v in resolved.items() if n not in LOCAL_PACKAGES}
     write_lock(pins)

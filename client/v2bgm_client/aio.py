@@ -12,9 +12,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+from v2bgm_contract import events
+from v2bgm_contract import interface as contract
 
-from . import events
-from . import interface as api
 from .api import DEFAULT_TIMEOUT_S, DEFAULT_URL
 from .batch import is_done
 from .connection import TlsOptions, open_client
@@ -38,7 +38,7 @@ async def stream_events(
     client = open_client(grpcclient, url, tls)
 
     async def one_request():
-        yield {"model_name": api.STREAM_MODEL, "inputs": stream_inputs(grpcclient, request)}
+        yield {"model_name": contract.STREAM_MODEL, "inputs": stream_inputs(grpcclient, request)}
 
     responses = None
     finished = False
@@ -132,7 +132,7 @@ async def make_soundtracks(
                 result = await make_soundtrack(
                     input_path, output, url, options, watch, timeout_s, tls
                 )
-            except (ClientError, api.InvalidInput) as exc:
+            except (ClientError, contract.InvalidInput) as exc:
                 return BatchItem(input_path, output, error=" ".join(str(exc).split()))
         return BatchItem(input_path, output, result)
 

@@ -15,8 +15,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
+from v2bgm_contract import interface as contract
 
-from . import interface as api
 from . import metrics
 from .connection import TlsOptions, failure_hint, open_client
 from .errors import ServerError
@@ -92,11 +92,11 @@ def request_duration(video_duration_s: float) -> float:
     Music for a shorter video is cut to the video when muxed. Longer than MAX_DURATION_S is
     rejected earlier, by `probe`.
     """
-    return max(api.MIN_DURATION_S, float(video_duration_s))
+    return max(contract.MIN_DURATION_S, float(video_duration_s))
 
 
 def random_seed() -> int:
-    return random.SystemRandom().randint(api.SEED_MIN, api.SEED_MAX)
+    return random.SystemRandom().randint(contract.SEED_MIN, contract.SEED_MAX)
 
 
 def build_request(
@@ -114,34 +114,34 @@ def build_request(
     Raises `interface.InvalidInput` for anything the server would reject (tags outside YuE's
     vocabulary are the server's to check: the vocabulary ships with the models).
     """
-    api.check_frames(frames)
-    api.check_fps(fps)
-    api.check_duration(duration_s)
-    api.check_seed(seed)
-    api.check_fixed_tags(list(fixed_tags))
+    contract.check_frames(frames)
+    contract.check_fps(fps)
+    contract.check_duration(duration_s)
+    contract.check_seed(seed)
+    contract.check_fixed_tags(list(fixed_tags))
     values: dict[str, object] = {
-        api.FRAMES.name: frames,
-        api.FPS.name: [fps],
-        api.DURATION_S.name: [duration_s],
-        api.SEED.name: [seed],
-        api.VOCALS.name: [vocals],
+        contract.FRAMES.name: frames,
+        contract.FPS.name: [fps],
+        contract.DURATION_S.name: [duration_s],
+        contract.SEED.name: [seed],
+        contract.VOCALS.name: [vocals],
     }
     if hint:
-        api.check_text(api.HINT, hint.encode("utf-8"), api.MAX_HINT_BYTES)
-        values[api.HINT.name] = [hint.encode("utf-8")]
+        contract.check_text(contract.HINT, hint.encode("utf-8"), contract.MAX_HINT_BYTES)
+        values[contract.HINT.name] = [hint.encode("utf-8")]
     if fixed_tags:
-        values[api.FIXED_TAGS.name] = [t.encode("utf-8") for t in fixed_tags]
+        values[contract.FIXED_TAGS.name] = [t.encode("utf-8") for t in fixed_tags]
     request = {}
-    for spec in api.PIPELINE.inputs:
+    for spec in contract.PIPELINE.inputs:
         if spec.name not in values:
             continue
         array = np.ascontiguousarray(values[spec.name], dtype=spec.numpy_dtype)
-        _check_shape(spec, array, api.InvalidInput)
+        _check_shape(spec, array, contract.InvalidInput)
         request[spec.name] = array[None]
     return request
 
 
-def _check_shape(spec: api.TensorSpec, array: np.ndarray, error: type[Exception]) -> None:
+def _check_shape(spec: contract.TensorSpec, array: np.ndarray, error: type[Exception]) -> None:
     ok = array.ndim == len(spec.shape) and all(
         want in (-1, got) for want, got in zip(spec.shape, array.shape, strict=True)
     )
@@ -152,7 +152,7 @@ def _check_shape(spec: api.TensorSpec, array: np.ndarray, error: type[Exception]
 def parse_response(outputs: Mapping[str, np.ndarray | None]) -> Response:
     """Check and decode the PIPELINE model's outputs; ServerError if they break the interface."""
     arrays = {}
-    for spec in api.PIPELINE.outputs:
+    for spec in contract.PIPELINE.outputs:
         array = outputs.get(spec.name)
         if array is None:
             raise ServerError(f"malformed server response: no {spec.name} output")
@@ -170,16 +170,16 @@ def parse_response(outputs: Mapping[str, np.ndarray | None]) -> Response:
             )
         _check_shape(spec, array, ServerError)
         arrays[spec.name] = array
-    audio = arrays[api.AUDIO.name]
+    audio = arrays[contract.AUDIO.name]
     if not np.all(np.isfinite(audio)):
-        raise ServerError(f"malformed server response: {api.AUDIO.name} holds NaN or infinity")
-    rate = int(arrays[api.SAMPLE_RATE.name][0])
+        raise ServerError(f"malformed server response: {contract.AUDIO.name} holds NaN or infinity")
+    rate = int(arrays[contract.SAMPLE_RATE.name][0])
     if not 0 < rate <= _MAX_SAMPLE_RATE:
-        raise ServerError(f"malformed server response: {api.SAMPLE_RATE.name} is {rate}")
+        raise ServerError(f"malformed server response: {contract.SAMPLE_RATE.name} is {rate}")
     return Response(
-        caption=_text(arrays[api.CAPTION.name][0]),
-        tags=_text(arrays[api.TAGS.name][0]),
-        lyrics=_text(arrays[api.LYRICS.name][0]),
+        caption=_text(arrays[contract.CAPTION.name][0]),
+        tags=_text(arrays[contract.TAGS.name][0]),
+        lyrics=_text(arrays[contract.LYRICS.name][0]),
         audio=audio,
         sample_rate=rate,
     )
@@ -199,7 +199,7 @@ def infer_inputs(request: Mapping[str, np.ndarray]) -> list[InferInput]:
     import tritonclient.grpc as grpcclient
 
     inputs = []
-    for spec in api.PIPELINE.inputs:
+    for spec in contract.PIPELINE.inputs:
         if spec.name not in request:
             continue  # an optional input left out
         tensor = grpcclient.InferInput(spec.name, list(request[spec.name].shape), spec.datatype)
@@ -226,16 +226,16 @@ def infer(
     from tritonclient.utils import InferenceServerException
 
     inputs = infer_inputs(request)
-    outputs = [grpcclient.InferRequestedOutput(spec.name) for spec in api.PIPELINE.outputs]
+    outputs = [grpcclient.InferRequestedOutput(spec.name) for spec in contract.PIPELINE.outputs]
     client = open_client(grpcclient, url, tls)
     rng = rng or random.Random()
     deadline = time.monotonic() + timeout_s
     try:
         for attempt in itertools.count():
             try:  # metrics.track is a no-op unless metrics.enable() was called
-                with metrics.track(api.PIPELINE_MODEL):
+                with metrics.track(contract.PIPELINE_MODEL):
                     result = client.infer(
-                        api.PIPELINE_MODEL,
+                        contract.PIPELINE_MODEL,
                         inputs,
                         outputs=outputs,
                         client_timeout=max(deadline - time.monotonic(), 1e-3),
@@ -250,7 +250,7 @@ def infer(
                 time.sleep(delay)
     finally:
         client.close()
-    return {spec.name: result.as_numpy(spec.name) for spec in api.PIPELINE.outputs}
+    return {spec.name: result.as_numpy(spec.name) for spec in contract.PIPELINE.outputs}
 
 
 def server_error(
@@ -292,8 +292,8 @@ def score_video(
     url: str = DEFAULT_URL,
     seed: int | None = None,
     timeout_s: float = DEFAULT_TIMEOUT_S,
-    fps: float = api.SAMPLE_FPS,
-    max_frames: int = api.MAX_FRAMES,
+    fps: float = contract.SAMPLE_FPS,
+    max_frames: int = contract.MAX_FRAMES,
     vocals: bool = False,
     hint: str = "",
     fixed_tags: tuple[str, ...] = (),
@@ -316,7 +316,7 @@ def score_video(
     check_output_path(output_path, input_path)  # fail before the slow part, not after
     if seed is None:
         seed = random_seed()
-    api.check_seed(seed)
+    contract.check_seed(seed)
     info = probe(input_path)
     lap("probe")
     sampled = sample_frames(input_path, fps=fps, max_frames=max_frames, info=info)

@@ -15,8 +15,9 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import NoReturn
 
+from v2bgm_contract import interface as contract
+
 from . import audio
-from . import interface as api
 from .aio import make_soundtracks
 from .api import DEFAULT_TIMEOUT_S, DEFAULT_URL
 from .batch import batch_outputs, list_inputs
@@ -61,8 +62,8 @@ def _seed(text: str) -> int:
         value = int(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
-    if not api.SEED_MIN <= value <= api.SEED_MAX:
-        raise argparse.ArgumentTypeError(f"must be in [{api.SEED_MIN}, {api.SEED_MAX}]")
+    if not contract.SEED_MIN <= value <= contract.SEED_MAX:
+        raise argparse.ArgumentTypeError(f"must be in [{contract.SEED_MIN}, {contract.SEED_MAX}]")
     return value
 
 
@@ -101,15 +102,15 @@ def parser() -> argparse.ArgumentParser:
         "--duration",
         type=_positive,
         metavar="S",
-        help=f"seconds of music (default: the video's; {api.MIN_DURATION_S:g} to "
-        f"{api.MAX_DURATION_S:g})",
+        help=f"seconds of music (default: the video's; {contract.MIN_DURATION_S:g} to "
+        f"{contract.MAX_DURATION_S:g})",
     )
     p.add_argument(
         "--candidates",
         type=_count,
         default=1,
         metavar="N",
-        help=f"N different soundtracks (at most {api.MAX_CANDIDATES}), written as OUTPUT-1, "
+        help=f"N different soundtracks (at most {contract.MAX_CANDIDATES}), written as OUTPUT-1, "
         "OUTPUT-2, ... (seeds SEED, SEED+1, ...)",
     )
     p.add_argument(
@@ -228,7 +229,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 timeout_s=args.timeout,
                 tls=tls,
             )
-    except (ClientError, api.InvalidInput) as exc:
+    except (ClientError, contract.InvalidInput) as exc:
         return _fail(str(exc))
     except KeyboardInterrupt:
         return _fail("interrupted", code=130)

@@ -5,8 +5,9 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+from v2bgm_contract import interface as contract
+
 from . import audio
-from . import interface as api
 
 KEEP_AUDIO_FORMATS = ("flac", "wav")
 
@@ -26,25 +27,25 @@ class SoundtrackOptions:
     def check(self) -> None:
         """Raise `interface.InvalidInput` naming the option and its allowed range."""
         if self.seed is not None:
-            api.check_seed(self.seed)
-        if not 1 <= self.candidates <= api.MAX_CANDIDATES:
-            raise api.InvalidInput(
-                f"candidates must be in [1, {api.MAX_CANDIDATES}], got {self.candidates}"
+            contract.check_seed(self.seed)
+        if not 1 <= self.candidates <= contract.MAX_CANDIDATES:
+            raise contract.InvalidInput(
+                f"candidates must be in [1, {contract.MAX_CANDIDATES}], got {self.candidates}"
             )
         if self.duration_s is not None:
-            api.check_duration(self.duration_s)
-        api.check_text(api.HINT, self.hint.encode("utf-8"), api.MAX_HINT_BYTES)
-        api.check_fixed_tags(list(self.tags))
+            contract.check_duration(self.duration_s)
+        contract.check_text(contract.HINT, self.hint.encode("utf-8"), contract.MAX_HINT_BYTES)
+        contract.check_fixed_tags(list(self.tags))
         if self.mode not in audio.MODES:
             modes = ", ".join(audio.MODES)
-            raise api.InvalidInput(f"mode must be one of {modes}, not {self.mode!r}")
+            raise contract.InvalidInput(f"mode must be one of {modes}, not {self.mode!r}")
         if not (math.isfinite(self.lufs) and audio.MIN_LUFS <= self.lufs <= audio.MAX_LUFS):
-            raise api.InvalidInput(
+            raise contract.InvalidInput(
                 f"loudness target must be in [{audio.MIN_LUFS:g}, {audio.MAX_LUFS:g}] LUFS, "
                 f"got {self.lufs:g}"
             )
         if self.keep_audio is not None and self.keep_audio not in KEEP_AUDIO_FORMATS:
-            raise api.InvalidInput(
+            raise contract.InvalidInput(
                 f"keep-audio format must be one of {', '.join(KEEP_AUDIO_FORMATS)}, "
                 f"not {self.keep_audio!r}"
             )

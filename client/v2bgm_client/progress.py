@@ -13,8 +13,7 @@ from types import TracebackType
 from rich.console import Console
 from rich.markup import escape
 from rich.progress import BarColumn, Progress, SpinnerColumn, TaskID, TextColumn
-
-from . import events
+from v2bgm_contract import events
 
 CAPTION_CHARS = 100  # a model's caption can run long; the tags say more at a glance
 STAGE_NAMES = {

@@ -15,8 +15,9 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
+from v2bgm_contract import events
 
-from . import audio, events
+from . import audio
 from .api import DEFAULT_TIMEOUT_S, DEFAULT_URL, request_duration
 from .connection import TlsOptions
 from .errors import ServerError

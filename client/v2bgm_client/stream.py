@@ -13,9 +13,9 @@ from collections.abc import Iterator, Mapping
 from typing import Any
 
 import numpy as np
+from v2bgm_contract import events
+from v2bgm_contract import interface as contract
 
-from . import events
-from . import interface as api
 from .api import DEFAULT_TIMEOUT_S, server_error
 from .connection import TlsOptions, open_client
 from .errors import ServerError
@@ -30,38 +30,38 @@ def build_stream_request(
     """The STREAM model's inputs by tensor name, each a batch of one. `duration_s` is the
     video's (the music's unless `options.duration_s` says otherwise)."""
     options.check()
-    api.check_frames(frames)
-    api.check_fps(fps)
+    contract.check_frames(frames)
+    contract.check_fps(fps)
     duration = options.duration_s if options.duration_s is not None else duration_s
     values: dict[str, object] = {
-        api.FRAMES.name: frames,
-        api.FPS.name: [fps],
-        api.VOCALS.name: [options.vocals],
-        api.CANDIDATES.name: [options.candidates],
+        contract.FRAMES.name: frames,
+        contract.FPS.name: [fps],
+        contract.VOCALS.name: [options.vocals],
+        contract.CANDIDATES.name: [options.candidates],
     }
     if duration is not None:
-        duration = max(api.MIN_DURATION_S, float(duration))
-        api.check_duration(duration)
-        values[api.TARGET_DURATION_S.name] = [duration]
+        duration = max(contract.MIN_DURATION_S, float(duration))
+        contract.check_duration(duration)
+        values[contract.TARGET_DURATION_S.name] = [duration]
     if options.seed is not None:
-        values[api.SEED.name] = [options.seed]
+        values[contract.SEED.name] = [options.seed]
     if options.hint:
-        values[api.HINT.name] = [options.hint.encode("utf-8")]
+        values[contract.HINT.name] = [options.hint.encode("utf-8")]
     if options.tags:
-        values[api.FIXED_TAGS.name] = [t.encode("utf-8") for t in options.tags]
+        values[contract.FIXED_TAGS.name] = [t.encode("utf-8") for t in options.tags]
     return {
         spec.name: np.ascontiguousarray(values[spec.name], dtype=spec.numpy_dtype)[None]
-        for spec in api.STREAM.inputs
+        for spec in contract.STREAM.inputs
         if spec.name in values
     }
 
 
 def parse_stream_result(result: Any) -> events.Event:
     """A tritonclient result (or anything with `as_numpy(name)`) -> its event."""
-    data = result.as_numpy(api.EVENT.name)
+    data = result.as_numpy(contract.EVENT.name)
     if data is None or data.size != 1:
         raise ServerError("malformed server response: no EVENT in a stream response")
-    audio = result.as_numpy(api.AUDIO.name)
+    audio = result.as_numpy(contract.AUDIO.name)
     try:
         event = events.decode(data.reshape(-1)[0], None if audio is None else audio[0])
     except ValueError as exc:
@@ -78,7 +78,7 @@ def _valid_audio(audio: np.ndarray | None) -> bool:
 def stream_inputs(module: Any, request: Mapping[str, np.ndarray]) -> list:
     """InferInputs of `module` (tritonclient.grpc or tritonclient.grpc.aio) for a request."""
     inputs = []
-    for spec in api.STREAM.inputs:
+    for spec in contract.STREAM.inputs:
         if spec.name in request:
             tensor = module.InferInput(spec.name, list(request[spec.name].shape), spec.datatype)
             tensor.set_data_from_numpy(request[spec.name])
@@ -118,7 +118,7 @@ def stream_events(
             callback=lambda result, error: answers.put((result, error)), stream_timeout=timeout_s
         )
         try:
-            client.async_stream_infer(api.STREAM_MODEL, stream_inputs(grpcclient, request))
+            client.async_stream_infer(contract.STREAM_MODEL, stream_inputs(grpcclient, request))
         except InferenceServerException as exc:  # the stream failed: its callback says why
             try:
                 _, error = answers.get(timeout=STREAM_ERROR_WAIT_S)

@@ -13,8 +13,8 @@ from pathlib import Path
 import av
 import decord
 import numpy as np
+from v2bgm_contract import interface as contract
 
-from . import interface as api
 from .errors import VideoError
 
 # Far beyond any real camera (8K is 7680); a header claiming more is corrupt or hostile.
@@ -146,10 +146,10 @@ def _header_duration(container: av.container.InputContainer, stream: av.stream.S
 
 
 def _check_duration(path: Path, duration_s: float, margin_s: float = 0.0) -> None:
-    if duration_s > api.MAX_DURATION_S + margin_s:
+    if duration_s > contract.MAX_DURATION_S + margin_s:
         raise VideoError(
             f"{path}: video lasts {duration_s:.1f} s; the service takes at most "
-            f"{api.MAX_DURATION_S:g} s"
+            f"{contract.MAX_DURATION_S:g} s"
         )
 
 
@@ -204,14 +204,14 @@ def _decode_one(stream: av.stream.Stream, packet: av.Packet) -> av.VideoFrame | 
     return frames[0] if frames else None
 
 
-def frame_size(width: int, height: int, max_side: int = api.MAX_FRAME_SIDE) -> tuple[int, int]:
+def frame_size(width: int, height: int, max_side: int = contract.MAX_FRAME_SIDE) -> tuple[int, int]:
     """(width, height) after scaling the longer side down to `max_side`, keeping the aspect.
 
     Small videos are not scaled up, except that no side goes below MIN_FRAME_SIDE.
     """
     scale = min(1.0, max_side / max(width, height))
-    w = min(max_side, max(api.MIN_FRAME_SIDE, round(width * scale)))
-    h = min(max_side, max(api.MIN_FRAME_SIDE, round(height * scale)))
+    w = min(max_side, max(contract.MIN_FRAME_SIDE, round(width * scale)))
+    h = min(max_side, max(contract.MIN_FRAME_SIDE, round(height * scale)))
     return w, h
 
 
@@ -227,7 +227,10 @@ def _decord_width(width: int, max_side: int) -> int:
 
 
 def sample_indices(
-    n_frames: int, src_fps: float, fps: float = api.SAMPLE_FPS, max_frames: int = api.MAX_FRAMES
+    n_frames: int,
+    src_fps: float,
+    fps: float = contract.SAMPLE_FPS,
+    max_frames: int = contract.MAX_FRAMES,
 ) -> tuple[np.ndarray, float]:
     """Source frame indices to sample and the rate they represent.
 
@@ -247,9 +250,9 @@ def sample_indices(
 
 def sample_frames(
     path: str | Path,
-    fps: float = api.SAMPLE_FPS,
-    max_frames: int = api.MAX_FRAMES,
-    max_side: int = api.MAX_FRAME_SIDE,
+    fps: float = contract.SAMPLE_FPS,
+    max_frames: int = contract.MAX_FRAMES,
+    max_side: int = contract.MAX_FRAME_SIDE,
     info: VideoInfo | None = None,
 ) -> SampledVideo:
     """Sample RGB frames from `path` at `fps` (at most `max_frames`), resized to `max_side`.
@@ -258,7 +261,7 @@ def sample_frames(
     `frame_size(info.width, info.height, max_side)` give or take one pixel of width (see
     `_decord_width`). `info` is `probe(path)` when the caller already has it.
     """
-    if not fps > 0 or max_frames < 1 or max_side < api.MIN_FRAME_SIDE:
+    if not fps > 0 or max_frames < 1 or max_side < contract.MIN_FRAME_SIDE:
         raise ValueError(f"bad sampling parameters: {fps=}, {max_frames=}, {max_side=}")
     info = info or probe(path)
     width, height = frame_size(info.width, info.height, max_side)

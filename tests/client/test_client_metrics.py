@@ -15,8 +15,8 @@ import prometheus_client
 import pytest
 from tritonclient.utils import InferenceServerException
 from v2bgm_client import api, metrics
-from v2bgm_client import interface as spec
 from v2bgm_client.errors import ServerError
+from v2bgm_contract import interface as spec
 
 
 @pytest.fixture

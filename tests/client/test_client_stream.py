@@ -6,13 +6,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from v2bgm_client import events
-from v2bgm_client import interface as api
 from v2bgm_client.batch import batch_outputs, is_done, list_inputs
 from v2bgm_client.errors import ServerError, VideoError
 from v2bgm_client.options import SoundtrackOptions
 from v2bgm_client.soundtrack import Collected, output_paths
 from v2bgm_client.stream import build_stream_request, parse_stream_result
+from v2bgm_contract import events
+from v2bgm_contract import interface as contract
 
 FRAMES = np.zeros((3, 32, 48, 3), np.uint8)
 
@@ -20,7 +20,7 @@ FRAMES = np.zeros((3, 32, 48, 3), np.uint8)
 def test_request_follows_the_interface():
     options = SoundtrackOptions(seed=9, candidates=2, vocals=True, hint="calm", tags=("jazz",))
     request = build_stream_request(FRAMES, 1.0, options, duration_s=2.5)
-    specs = {spec.name: spec for spec in api.STREAM.inputs}
+    specs = {spec.name: spec for spec in contract.STREAM.inputs}
     assert set(request) == set(specs)  # every input, optional ones included
     for name, value in request.items():
         assert value.dtype == specs[name].numpy_dtype and value.shape[0] == 1, name
@@ -34,14 +34,14 @@ def test_request_defaults_leave_seed_to_the_server_and_duration_to_the_option():
     assert "SEED" not in request and "HINT" not in request and "FIXED_TAGS" not in request
     assert request["DURATION_S"][0, 0] == pytest.approx(4.0)  # the option beats the video's
     short = build_stream_request(FRAMES, 1.0, SoundtrackOptions(), 0.4)
-    assert short["DURATION_S"][0, 0] == pytest.approx(api.MIN_DURATION_S)
+    assert short["DURATION_S"][0, 0] == pytest.approx(contract.MIN_DURATION_S)
 
 
 @pytest.mark.parametrize(
     ("options", "message"),
     [
         (SoundtrackOptions(candidates=0), "candidates must be in [1, 4]"),
-        (SoundtrackOptions(candidates=api.MAX_CANDIDATES + 1), "candidates must be in"),
+        (SoundtrackOptions(candidates=contract.MAX_CANDIDATES + 1), "candidates must be in"),
         (SoundtrackOptions(seed=-1), "SEED must be in"),
         (SoundtrackOptions(duration_s=301.0), "DURATION_S must be in [1.0, 300.0]"),
         (SoundtrackOptions(mode="louder"), "mode must be one of replace, mix, duck"),
@@ -53,7 +53,7 @@ def test_request_defaults_leave_seed_to_the_server_and_duration_to_the_option():
     ],
 )
 def test_options_are_checked_with_clear_messages(options, message):
-    with pytest.raises(api.InvalidInput) as err:
+    with pytest.raises(contract.InvalidInput) as err:
         build_stream_request(FRAMES, 1.0, options, 2.0)
     assert message in str(err.value)
 

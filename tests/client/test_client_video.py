@@ -7,9 +7,9 @@ from pathlib import Path
 import av
 import numpy as np
 import pytest
-from v2bgm_client import interface as api
 from v2bgm_client.errors import VideoError
 from v2bgm_client.video import frame_size, probe, sample_frames, sample_indices
+from v2bgm_contract import interface as contract
 
 from tests import videos
 
@@ -53,9 +53,9 @@ def test_probe_and_sample_each_container(make_video, case, with_audio):
     assert sampled.indices.tolist() == [12, 36, 60]  # the middle of each second
     # The frames really are those frames (MPEG program streams defeat decord's seeking).
     assert [videos.frame_index(f) for f in sampled.frames] == [12, 36, 60]
-    assert sampled.fps == pytest.approx(api.SAMPLE_FPS)
+    assert sampled.fps == pytest.approx(contract.SAMPLE_FPS)
     assert sampled.duration_s == info.duration_s
-    api.check_frames(sampled.frames)
+    contract.check_frames(sampled.frames)
 
 
 @pytest.mark.parametrize(
@@ -69,7 +69,7 @@ def test_sample_resizes_keeping_aspect(make_video, size, expected):
     sampled = sample_frames(path)
     assert sampled.frames.shape == (1, expected[1], expected[0], 3)
     assert [videos.frame_index(f) for f in sampled.frames] == [12]
-    api.check_frames(sampled.frames)
+    contract.check_frames(sampled.frames)
 
 
 def test_sample_avoids_widths_decord_cannot_produce(make_video):
@@ -113,13 +113,13 @@ def test_cap_spaces_frames_uniformly(make_video):
 
 
 def test_default_cap_is_max_frames(make_video):
-    seconds = api.MAX_FRAMES + 20
+    seconds = contract.MAX_FRAMES + 20
     path = make_video("over-cap.mp4", seconds=seconds, width=32, height=32, fps=2)
     sampled = sample_frames(path)
-    assert len(sampled.frames) == api.MAX_FRAMES
-    assert sampled.fps == pytest.approx(api.MAX_FRAMES / seconds)
+    assert len(sampled.frames) == contract.MAX_FRAMES
+    assert sampled.fps == pytest.approx(contract.MAX_FRAMES / seconds)
     assert len(set(np.diff(sampled.indices).tolist()) - {2, 3}) == 0  # 400/180 = 2.2 apart
-    api.check_frames(sampled.frames)
+    contract.check_frames(sampled.frames)
 
 
 def test_other_sampling_rates(make_video):
@@ -152,12 +152,15 @@ def test_sample_indices_rules():
 
 
 def test_frame_size_rules():
-    side = api.MAX_FRAME_SIDE
+    side = contract.MAX_FRAME_SIDE
     assert frame_size(1920, 1080) == (side, round(1080 * side / 1920))
     assert frame_size(1080, 1920) == (round(1080 * side / 1920), side)
     assert frame_size(322, 182) == (322, 182)  # small videos are not scaled up...
-    assert frame_size(8, 4) == (api.MIN_FRAME_SIDE, api.MIN_FRAME_SIDE)  # ...except to the minimum
-    assert frame_size(16384, 100) == (side, api.MIN_FRAME_SIDE)  # extreme aspect
+    assert frame_size(8, 4) == (
+        contract.MIN_FRAME_SIDE,
+        contract.MIN_FRAME_SIDE,
+    )  # ...except to the minimum
+    assert frame_size(16384, 100) == (side, contract.MIN_FRAME_SIDE)  # extreme aspect
     assert frame_size(1000, 1000, max_side=100) == (100, 100)
 
 
@@ -238,7 +241,9 @@ def test_zero_frames(tmp_path):
 
 
 def test_too_long(make_video):
-    path = make_video("too-long.mp4", seconds=api.MAX_DURATION_S + 1, width=32, height=32, fps=1)
+    path = make_video(
+        "too-long.mp4", seconds=contract.MAX_DURATION_S + 1, width=32, height=32, fps=1
+    )
     _one_line_error(path, "at most")
 
 

@@ -9,7 +9,7 @@ import re
 from pathlib import Path
 
 import pytest
-from v2bgm_client import interface as api
+from v2bgm_contract import interface as contract
 
 from tests.deploy.chart import default_values
 from tests.deploy.dockerfile import (
@@ -78,11 +78,14 @@ def test_runtime_stage_adds_no_build_tools(final: Stage) -> None:
     assert from_builder == [["/opt/v2bgm/venv", "/opt/v2bgm/venv"]]
 
 
-def test_builder_installs_the_lock_from_wheels_and_builds_both_packages(parsed) -> None:
+def test_builder_installs_the_lock_from_wheels_and_builds_the_server_and_its_contract(
+    parsed,
+) -> None:
     runs = " ".join(run.value for run in parsed[1][0].all("RUN"))
     assert "--only-binary=:all: -r docker/requirements.txt" in runs
-    assert re.search(r"pip wheel .*\./client \.", runs)
-    assert "pip check" in runs
+    assert re.search(r"pip wheel .*\./contract \.", runs)
+    assert "client" not in runs  # the server stands on the contract, not on the client
+    assert runs.rstrip().endswith("pip check")  # nothing excused
 
 
 def test_runtime_runs_as_the_charts_non_root_user(final: Stage) -> None:
@@ -149,7 +152,8 @@ def test_copied_sources_exist_and_are_in_the_build_context(parsed, patterns) -> 
         ".venv/bin/python", ".git/HEAD", ".cache/pytriton_wheel/x",
         "models/tiny/yue-s1/config.json", "out/sample_scored.mp4", "tests/conftest.py",
         "helm/v2bgm/values.yaml",
-        "src/v2bgm/__pycache__/serve.cpython-311.pyc", "client/v2bgm_client.egg-info/PKG-INFO",
+        "src/v2bgm/__pycache__/serve.cpython-311.pyc", "client/v2bgm_client/cli.py",
+        "contract/v2bgm_contract.egg-info/PKG-INFO",
         "model_repository/music_composer/1/__pycache__/model.cpython-311.pyc", "Makefile",
     ],
 )  # fmt: skip
@@ -183,7 +187,7 @@ def test_model_repository_in_the_image_is_complete(patterns) -> None:
         assert f"model_repository/{model.spec.name}/1/model.py" in shipped
         assert f"model_repository/{model.spec.name}/configs/{CPU_CONFIG_NAME}.pbtxt" in shipped
     models = {relative.split("/")[0] for relative in render()}
-    assert {api.PIPELINE.name, *(m.spec.name for m in PYTHON_MODELS)} <= models
+    assert {contract.PIPELINE.name, *(m.spec.name for m in PYTHON_MODELS)} <= models
     assert {path.split("/")[1] for path in shipped} == models  # no stray folder goes in
     # Triton needs a version folder even for the ensemble; git keeps it (and a fresh clone has
     # it) only with a file in it, such as video_to_music/1/.gitkeep.

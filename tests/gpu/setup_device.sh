@@ -12,7 +12,7 @@ SITE=$("$VENV/bin/python" -c "import sysconfig; print(sysconfig.get_paths()['pur
 "$VENV/bin/python" -m pip install -q --no-index --no-deps .gpu/*.whl
 tar -C "$SITE" -xzf .gpu/tritonclient.tar.gz
 TORCH_SITE=$(/opt/torch/.venv/bin/python3 -c "import sysconfig; print(sysconfig.get_paths()['purelib'])")
-printf '%s\n%s\n%s\n' "$ROOT/src" "$ROOT/client" "$TORCH_SITE" > "$SITE/zz_v2bgm.pth"
+printf '%s\n%s\n%s\n%s\n' "$ROOT/src" "$ROOT/contract" "$ROOT/client" "$TORCH_SITE" > "$SITE/zz_v2bgm.pth"
 # /opt/torch's scikit-learn, SciPy and pandas are built for numpy 2; transformers imports sklearn
 # when it finds it. Hide them from this numpy-1.26 venv (find_spec answers None for them).
 echo 'import sys; [sys.modules.setdefault(m, None) for m in ("sklearn", "scipy", "pandas")]' \

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 import tritonclient.grpc as grpcclient
-from v2bgm_client import interface as api
+from v2bgm_contract import interface as contract
 
 from v2bgm.serve import TritonServer
 
@@ -24,7 +24,7 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 def inputs(**arrays: np.ndarray) -> list[grpcclient.InferInput]:
-    specs = {t.name: t for m in api.MODELS.values() for t in m.inputs}
+    specs = {t.name: t for m in contract.MODELS.values() for t in m.inputs}
     out = []
     for name, value in arrays.items():
         tensor = grpcclient.InferInput(name, list(value.shape), specs[name].datatype)
@@ -60,12 +60,12 @@ def main() -> int:
         client = grpcclient.InferenceServerClient(f"127.0.0.1:{server.grpc_port}")
         frames = np.random.default_rng(0).integers(0, 256, (30, 252, 448, 3), dtype=np.uint8)
         calls = {
-            "captioner_30_frames": (api.CAPTIONER_MODEL, inputs(
+            "captioner_30_frames": (contract.CAPTIONER_MODEL, inputs(
                 FRAMES=frames, FPS=np.array([1.0], np.float32))),
-            "composer_10s": (api.COMPOSER_MODEL, inputs(
+            "composer_10s": (contract.COMPOSER_MODEL, inputs(
                 TAGS=np.array([b"pop piano calm"], np.object_),
                 DURATION_S=np.array([10.0], np.float32), SEED=np.array([1], np.int64))),
-            "ensemble_30s": (api.PIPELINE_MODEL, inputs(
+            "ensemble_30s": (contract.PIPELINE_MODEL, inputs(
                 FRAMES=frames, FPS=np.array([1.0], np.float32),
                 DURATION_S=np.array([30.0], np.float32), SEED=np.array([1], np.int64))),
         }  # fmt: skip
@@ -73,10 +73,10 @@ def main() -> int:
             t0 = time.monotonic()
             result = client.infer(model, tensors, client_timeout=600)
             report[name] = {"seconds": round(time.monotonic() - t0, 2)}
-            if model != api.CAPTIONER_MODEL:
+            if model != contract.CAPTIONER_MODEL:
                 rate = int(result.as_numpy("SAMPLE_RATE")[0])
                 report[name]["audio_s"] = len(result.as_numpy("AUDIO")) / rate
-            if model != api.COMPOSER_MODEL:
+            if model != contract.COMPOSER_MODEL:
                 report[name]["tags"] = result.as_numpy("TAGS")[0].decode()
         report["gpu_processes"] = gpu_processes()
     finally:

@@ -6,7 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from v2bgm_client import interface as api
+from v2bgm_contract import interface as contract
 
 from tests.reliability.probes import metric
 from tests.reliability.servers import render_repository, start_server
@@ -17,9 +17,9 @@ pytestmark = pytest.mark.server
 
 def test_the_environment_overrides_the_configs_slots(weights: Path, tmp_path: Path, monkeypatch):
     monkeypatch.setenv(SLOTS_ENV, "2")
-    repo = render_repository(tmp_path / "repo", (api.COMPOSER_MODEL,))
+    repo = render_repository(tmp_path / "repo", (contract.COMPOSER_MODEL,))
     server = start_server(repo, weights, tmp_path / "tritonserver.log")
     try:
-        assert metric(server.metrics_port, "v2bgm_slots", api.COMPOSER_MODEL) == 2
+        assert metric(server.metrics_port, "v2bgm_slots", contract.COMPOSER_MODEL) == 2
     finally:
         server.stop(timeout_s=10)

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import tritonclient.grpc as grpcclient
 from tritonclient.utils import InferenceServerException
-from v2bgm_client import interface as api
+from v2bgm_contract import interface as contract
 
 from v2bgm.yue.tags import FAMILIES, INSTRUMENTAL_FAMILIES, vocabulary
 
@@ -23,7 +23,7 @@ def client(grpc_url: str) -> grpcclient.InferenceServerClient:
 def tensor(name: str, value: np.ndarray, datatype: str | None = None) -> grpcclient.InferInput:
     """One item as a request tensor: every model batches, so a batch of one."""
     spec_type = datatype or next(
-        t.datatype for m in api.MODELS.values() for t in m.inputs if t.name == name
+        t.datatype for m in contract.MODELS.values() for t in m.inputs if t.name == name
     )
     value = value[None]
     t = grpcclient.InferInput(name, list(value.shape), spec_type)
@@ -45,7 +45,7 @@ def compose(client, duration: float, seed: int, tags: str = "pop piano calm"):
         tensor("DURATION_S", np.array([duration], np.float32)),
         tensor("SEED", np.array([seed], np.int64)),
     ]
-    return client.infer(api.COMPOSER_MODEL, inputs)
+    return client.infer(contract.COMPOSER_MODEL, inputs)
 
 
 def assert_invalid(client, model: str, inputs, *needles: str) -> None:
@@ -60,7 +60,7 @@ def assert_invalid(client, model: str, inputs, *needles: str) -> None:
 
 def test_all_models_ready(client):
     assert client.is_server_live() and client.is_server_ready()
-    for model in api.MODELS:
+    for model in contract.MODELS:
         assert client.is_model_ready(model), model
 
 
@@ -76,7 +76,7 @@ def test_composer_makes_exactly_the_requested_duration_deterministically(client)
 
 def test_captioner_answers_with_valid_yue_tags(client):
     result = client.infer(
-        api.CAPTIONER_MODEL,
+        contract.CAPTIONER_MODEL,
         [tensor("FRAMES", frames()), tensor("FPS", np.array([1.0], np.float32))],
     )
     caption = result.as_numpy("CAPTION")[0, 0].decode()
@@ -99,7 +99,7 @@ def split_tags(line: str, families: tuple[str, ...]) -> list[str]:
 def test_captioner_steering_fixed_tags_and_vocals(client):
     fixed = np.array([b"jazz", b"female"], dtype=np.object_)
     result = client.infer(
-        api.CAPTIONER_MODEL,
+        contract.CAPTIONER_MODEL,
         [
             tensor("FRAMES", frames()),
             tensor("FPS", np.array([1.0], np.float32)),
@@ -121,7 +121,7 @@ def test_unknown_tag_is_rejected_with_near_matches(client):
         tensor("FPS", np.array([1.0], np.float32)),
         tensor("FIXED_TAGS", np.array([b"jaz"], dtype=np.object_)),
     ]
-    assert_invalid(client, api.CAPTIONER_MODEL, inputs, "jaz", "near", "'jazz'")
+    assert_invalid(client, contract.CAPTIONER_MODEL, inputs, "jaz", "near", "'jazz'")
 
 
 def test_ensemble_chains_captioner_and_composer(client):
@@ -131,7 +131,7 @@ def test_ensemble_chains_captioner_and_composer(client):
         tensor("DURATION_S", np.array([1.5], np.float32)),
         tensor("SEED", np.array([1], np.int64)),
     ]
-    result = client.infer(api.PIPELINE_MODEL, inputs)
+    result = client.infer(contract.PIPELINE_MODEL, inputs)
     rate = int(result.as_numpy("SAMPLE_RATE")[0, 0])
     assert result.as_numpy("AUDIO").shape == (1, round(1.5 * rate))
     assert result.as_numpy("TAGS")[0, 0].decode().strip()
@@ -142,7 +142,7 @@ def test_wrong_dtype_is_rejected_naming_the_tensor(client):
     bad = frames().astype(np.float32)
     assert_invalid(
         client,
-        api.CAPTIONER_MODEL,
+        contract.CAPTIONER_MODEL,
         [tensor("FRAMES", bad, "FP32"), tensor("FPS", np.array([1.0], np.float32))],
         "FRAMES",
     )
@@ -153,7 +153,7 @@ def test_wrong_shape_is_rejected_naming_the_tensor(client, shape):
     bad = np.zeros(shape, np.uint8)
     assert_invalid(
         client,
-        api.CAPTIONER_MODEL,
+        contract.CAPTIONER_MODEL,
         [tensor("FRAMES", bad), tensor("FPS", np.array([1.0], np.float32))],
         "FRAMES",
     )
@@ -163,14 +163,14 @@ def test_wrong_shape_is_rejected_naming_the_tensor(client, shape):
     ("video", "needle"),
     [
         (np.zeros((0, 64, 64, 3), np.uint8), "zero frames"),
-        (np.zeros((api.MAX_FRAMES + 1, 16, 16, 3), np.uint8), str(api.MAX_FRAMES)),
-        (np.zeros((1, 2000, 64, 3), np.uint8), str(api.MAX_FRAME_SIDE)),
+        (np.zeros((contract.MAX_FRAMES + 1, 16, 16, 3), np.uint8), str(contract.MAX_FRAMES)),
+        (np.zeros((1, 2000, 64, 3), np.uint8), str(contract.MAX_FRAME_SIDE)),
     ],
 )
 def test_frames_out_of_limits_are_rejected(client, video, needle):
     assert_invalid(
         client,
-        api.PIPELINE_MODEL,
+        contract.PIPELINE_MODEL,
         [
             tensor("FRAMES", video),
             tensor("FPS", np.array([1.0], np.float32)),
@@ -186,15 +186,15 @@ def test_frames_out_of_limits_are_rejected(client, video, needle):
     ("tags", "duration", "needle"),
     [
         ("pop", 0.0, "DURATION_S"),
-        ("pop", api.MAX_DURATION_S + 1, "DURATION_S"),
+        ("pop", contract.MAX_DURATION_S + 1, "DURATION_S"),
         ("pop", float("nan"), "DURATION_S"),
         ("", 2.0, "TAGS"),
-        ("x" * (api.MAX_TAGS_BYTES + 1), 2.0, "TAGS"),
+        ("x" * (contract.MAX_TAGS_BYTES + 1), 2.0, "TAGS"),
     ],
 )
 def test_composer_inputs_out_of_limits_are_rejected(client, tags, duration, needle):
     inputs = [tensor("TAGS", text(tags)), tensor("DURATION_S", np.array([duration], np.float32))]
-    assert_invalid(client, api.COMPOSER_MODEL, inputs, needle)
+    assert_invalid(client, contract.COMPOSER_MODEL, inputs, needle)
 
 
 def test_invalid_utf8_text_is_rejected(client):
@@ -202,7 +202,7 @@ def test_invalid_utf8_text_is_rejected(client):
         tensor("TAGS", np.array([b"\xff\xfe pop"], dtype=np.object_)),
         tensor("DURATION_S", np.array([2.0], np.float32)),
     ]
-    assert_invalid(client, api.COMPOSER_MODEL, inputs, "TAGS", "UTF-8")
+    assert_invalid(client, contract.COMPOSER_MODEL, inputs, "TAGS", "UTF-8")
 
 
 def test_composer_rejects_a_batch_of_two(client):
@@ -214,7 +214,7 @@ def test_composer_rejects_a_batch_of_two(client):
         t = grpcclient.InferInput(name, list(value.shape), "BYTES" if name == "TAGS" else "FP32")
         t.set_data_from_numpy(value)
         inputs.append(t)
-    assert_invalid(client, api.COMPOSER_MODEL, inputs, "one composition per request")
+    assert_invalid(client, contract.COMPOSER_MODEL, inputs, "one composition per request")
 
 
 def test_captioner_batches_videos_of_different_sizes(client):
@@ -224,11 +224,13 @@ def test_captioner_batches_videos_of_different_sizes(client):
     def request(video):
         return [tensor("FRAMES", video), tensor("FPS", np.array([1.0], np.float32))]
 
-    alone = [client.infer(api.CAPTIONER_MODEL, request(v)).as_numpy("TAGS")[0, 0] for v in videos]
+    alone = [
+        client.infer(contract.CAPTIONER_MODEL, request(v)).as_numpy("TAGS")[0, 0] for v in videos
+    ]
     results: list = [None] * len(videos)
     for i, video in enumerate(videos):
         client.async_infer(
-            api.CAPTIONER_MODEL,
+            contract.CAPTIONER_MODEL,
             request(video),
             callback=lambda result, error, i=i: results.__setitem__(i, (result, error)),
         )
@@ -247,7 +249,7 @@ def test_composer_stems_on_request(client):
             tensor("DURATION_S", np.array([1.5], np.float32)),
         ]
         requested = [grpcclient.InferRequestedOutput(name) for name in outputs]
-        return client.infer(api.COMPOSER_MODEL, inputs, outputs=requested)
+        return client.infer(contract.COMPOSER_MODEL, inputs, outputs=requested)
 
     plain = ask("", ["AUDIO", "SAMPLE_RATE"])
     assert plain.as_numpy("STEMS") is None  # not asked for, not sent

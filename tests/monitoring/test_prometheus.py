@@ -24,9 +24,9 @@ import prometheus_client
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 from v2bgm_client import api
-from v2bgm_client import interface as spec
 from v2bgm_client import metrics as client_metrics
 from v2bgm_client.errors import ServerError
+from v2bgm_contract import interface as spec
 
 from tests.conftest import free_port
 from tests.monitoring import grafana

@@ -7,7 +7,7 @@ import subprocess
 from pathlib import Path
 
 import yaml
-from v2bgm_client import interface as api
+from v2bgm_contract import interface as contract
 
 from tests.monitoring.files import RULES_FILE
 from v2bgm.triton import metrics
@@ -56,7 +56,7 @@ def test_rules_read_only_metrics_that_exist() -> None:
         for name in RECORDED_NAME.findall(rule["expr"]):
             assert name in recorded, (name, rule)
         for model in re.findall(r'model=~?"([^"]+)"', rule["expr"]):
-            assert set(model.split("|")) <= set(api.MODELS), (model, rule)
+            assert set(model.split("|")) <= set(contract.MODELS), (model, rule)
 
 
 def test_every_server_metric_is_used_by_a_rule() -> None:

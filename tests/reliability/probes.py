@@ -8,7 +8,7 @@ import time
 import urllib.request
 from pathlib import Path
 
-from v2bgm_client import interface as api
+from v2bgm_contract import interface as contract
 
 STUB = "triton_python_backend_stub"
 SERVER_COMM = "tritonserver"
@@ -65,6 +65,6 @@ def metric(metrics_port: int, name: str, model: str) -> float:
 def wait_until_composing(metrics_port: int, requests: int = 1) -> None:
     """Until the composer is computing `requests` requests."""
     deadline = time.monotonic() + IN_FLIGHT_WAIT_S
-    while metric(metrics_port, "v2bgm_requests_in_generation", api.COMPOSER_MODEL) < requests:
+    while metric(metrics_port, "v2bgm_requests_in_generation", contract.COMPOSER_MODEL) < requests:
         assert time.monotonic() < deadline, "the requests never reached the composer"
         time.sleep(0.1)

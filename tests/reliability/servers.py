@@ -8,7 +8,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from v2bgm_client import interface as api
+from v2bgm_contract import interface as contract
 
 from tests.conftest import ROOT, free_port
 from v2bgm.serve import TritonServer
@@ -39,9 +39,9 @@ def render_repository(
             path = out / name / relative
             path.parent.mkdir(parents=True, exist_ok=True)
             path.write_text(model_configs.python_model_config(model, kind))
-    if api.PIPELINE_MODEL in models:  # the ensemble's steps must be there too
-        (out / api.PIPELINE_MODEL / "1").mkdir(parents=True)
-        (out / api.PIPELINE_MODEL / "config.pbtxt").write_text(model_configs.pipeline_config())
+    if contract.PIPELINE_MODEL in models:  # the ensemble's steps must be there too
+        (out / contract.PIPELINE_MODEL / "1").mkdir(parents=True)
+        (out / contract.PIPELINE_MODEL / "config.pbtxt").write_text(model_configs.pipeline_config())
     return out
 
 

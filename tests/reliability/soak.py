@@ -130,7 +130,7 @@ def request_inputs(index: int) -> list:
 
 def run(args: argparse.Namespace) -> dict:
     import tritonclient.grpc as grpcclient
-    from v2bgm_client import interface as api
+    from v2bgm_contract import interface as contract
 
     from tests.reliability.servers import start_server
 
@@ -144,7 +144,7 @@ def run(args: argparse.Namespace) -> dict:
     tally = Tally()
     samples: list[dict] = []
     try:
-        outputs = [grpcclient.InferRequestedOutput(s.name) for s in api.PIPELINE.outputs]
+        outputs = [grpcclient.InferRequestedOutput(s.name) for s in contract.PIPELINE.outputs]
         slots = threading.Semaphore(args.concurrency)
 
         def answered(result: object, error: object) -> None:
@@ -172,7 +172,7 @@ def run(args: argparse.Namespace) -> dict:
             while not slots.acquire(timeout=POLL_S):
                 alive()
             client.async_infer(
-                api.PIPELINE_MODEL,
+                contract.PIPELINE_MODEL,
                 request_inputs(index),
                 callback=answered,
                 outputs=outputs,

@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 import tritonclient.grpc as grpcclient
 from tritonclient.utils import InferenceServerException
-from v2bgm_client import interface as api
+from v2bgm_contract import interface as contract
 
 from tests.reliability.probes import stub_pids
 from tests.reliability.servers import ADMIN_KEY, render_repository, start_server
@@ -28,7 +28,7 @@ from v2bgm.serve import SHM_DIR, TritonServer
 
 pytestmark = pytest.mark.server
 
-MODEL = api.CAPTIONER_MODEL  # one Python-backend model is enough: the rules are the server's
+MODEL = contract.CAPTIONER_MODEL  # one Python-backend model is enough: the rules are the server's
 REGION = "v2bgm_admin_test"
 REGION_BYTES = 1 << 20
 REFUSED_GRPC = "This protocol is restricted"  # Triton 2.51's words, with gRPC UNAVAILABLE
@@ -123,9 +123,9 @@ def test_without_the_key_every_administrative_call_is_refused(server, group):
     region = stub_region_key(server)
     client = grpcclient.InferenceServerClient(f"127.0.0.1:{server.grpc_port}")
     with pytest.raises(InferenceServerException, match=REFUSED_GRPC) as refused:
-        grpc_calls(region)[group](client, api.COMPOSER_MODEL, {})
+        grpc_calls(region)[group](client, contract.COMPOSER_MODEL, {})
     assert refused.value.status() == "StatusCode.UNAVAILABLE"
-    method, path, body = http_calls(region, api.COMPOSER_MODEL)[group]
+    method, path, body = http_calls(region, contract.COMPOSER_MODEL)[group]
     code, text = http(server, method, path, body, {})
     assert code == REFUSED_HTTP, text
     assert admin_api.ADMIN_HEADER in text  # Triton names the header it expects
@@ -148,11 +148,11 @@ def test_refused_calls_leave_the_server_and_its_stubs_alone(server):
     client = grpcclient.InferenceServerClient(f"127.0.0.1:{server.grpc_port}")
     for call in grpc_calls(region).values():
         with pytest.raises(InferenceServerException):
-            call(client, api.COMPOSER_MODEL, {})
+            call(client, contract.COMPOSER_MODEL, {})
     # nothing was registered, so the status call itself is refused too: the region stays theirs
     with pytest.raises(InferenceServerException, match=REFUSED_GRPC):
         client.get_system_shared_memory_status()
-    assert client.is_server_ready() and client.is_model_ready(api.COMPOSER_MODEL)
+    assert client.is_server_ready() and client.is_model_ready(contract.COMPOSER_MODEL)
     assert sorted(stub_pids(server.process.pid)) == before
     client.close()
 
@@ -161,9 +161,9 @@ def test_health_metadata_and_inference_stay_open(server):
     client = grpcclient.InferenceServerClient(f"127.0.0.1:{server.grpc_port}")
     assert client.is_server_live() and client.is_server_ready()
     assert client.get_server_metadata().version
-    inputs = {i.name for i in client.get_model_metadata(api.COMPOSER_MODEL).inputs}
-    assert {s.name for s in api.COMPOSER.inputs if not s.optional} <= inputs
-    for path in ("/v2/health/ready", "/v2", f"/v2/models/{api.COMPOSER_MODEL}"):
+    inputs = {i.name for i in client.get_model_metadata(contract.COMPOSER_MODEL).inputs}
+    assert {s.name for s in contract.COMPOSER.inputs if not s.optional} <= inputs
+    for path in ("/v2/health/ready", "/v2", f"/v2/models/{contract.COMPOSER_MODEL}"):
         assert http(server, "GET", path, None, {})[0] == 200, path
     client.close()  # inference itself: every other server test
 

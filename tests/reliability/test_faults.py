@@ -20,7 +20,7 @@ import numpy as np
 import pytest
 import tritonclient.grpc as grpcclient
 from tritonclient.utils import InferenceServerException
-from v2bgm_client import interface as api
+from v2bgm_contract import interface as contract
 
 from tests.conftest import ROOT, free_port
 from tests.reliability.probes import stub_pids, tritonserver_of, wait_until_composing
@@ -75,7 +75,7 @@ def start_request(client, duration_s: float) -> tuple[threading.Event, list]:
         done.set()
 
     client.async_infer(
-        api.COMPOSER_MODEL,
+        contract.COMPOSER_MODEL,
         compose_inputs(duration_s),
         callback=callback,
         client_timeout=REQUEST_TIMEOUT_S,
@@ -85,10 +85,10 @@ def start_request(client, duration_s: float) -> tuple[threading.Event, list]:
 
 @pytest.fixture
 def server(weights: Path, tmp_path: Path) -> Iterator[TritonServer]:
-    repo = render_repository(tmp_path / "repo", (api.COMPOSER_MODEL,))
+    repo = render_repository(tmp_path / "repo", (contract.COMPOSER_MODEL,))
     # Explicit model control, for the reload that recovers a killed stub (never exposed in
     # production: see README, "Security").
-    control = ["--model-control-mode=explicit", f"--load-model={api.COMPOSER_MODEL}"]
+    control = ["--model-control-mode=explicit", f"--load-model={contract.COMPOSER_MODEL}"]
     triton = start_server(repo, weights, tmp_path / "tritonserver.log", control)
     yield triton
     triton.stop(timeout_s=5)  # a broken server may sit out its exit timeout: no need
@@ -126,7 +126,7 @@ class Launched:
 @pytest.fixture
 def launcher(weights: Path, tmp_path: Path, monkeypatch) -> Iterator[Callable[..., Launched]]:
     """`v2bgm-serve` (the image's entrypoint) on a repository holding the composer alone."""
-    repo = render_repository(tmp_path / "repo", (api.COMPOSER_MODEL,))
+    repo = render_repository(tmp_path / "repo", (contract.COMPOSER_MODEL,))
     started: list[subprocess.Popen] = []
     monkeypatch.setenv("V2BGM_STARTING_FILE", str(tmp_path / "starting"))
 
@@ -172,10 +172,10 @@ def test_a_stub_death_restarts_the_server_and_its_request_gets_an_error(launcher
         SHM_DIR / Path(args[STUB_SHM_ARG]).name for args in stub_args(first_server).values()
     )
     client = grpcclient.InferenceServerClient(launched.grpc_url)
-    client.infer(api.COMPOSER_MODEL, compose_inputs(1.0))  # loaded and warm
+    client.infer(contract.COMPOSER_MODEL, compose_inputs(1.0))  # loaded and warm
     done, answer = start_request(client, 20.0)
     wait_until_composing(launched.metrics_port)
-    kill_pid(first_server, api.COMPOSER_MODEL)
+    kill_pid(first_server, contract.COMPOSER_MODEL)
     assert done.wait(UNANSWERED_S), "the request of a killed stub was never answered"
     (error,) = answer
     assert isinstance(error, InferenceServerException), error
@@ -190,7 +190,7 @@ def test_a_stub_death_restarts_the_server_and_its_request_gets_an_error(launcher
     assert not starting.exists()
     assert health.check("ready") is None
     again = grpcclient.InferenceServerClient(launched.grpc_url)
-    assert again.infer(api.COMPOSER_MODEL, compose_inputs(1.0)).as_numpy("AUDIO").size > 0
+    assert again.infer(contract.COMPOSER_MODEL, compose_inputs(1.0)).as_numpy("AUDIO").size > 0
     assert launched.process.poll() is None
 
 
@@ -202,7 +202,7 @@ def test_without_restarts_a_stub_death_stops_the_launcher(launcher):
     client = grpcclient.InferenceServerClient(launched.grpc_url)
     done, answer = start_request(client, 20.0)
     wait_until_composing(launched.metrics_port)
-    kill_pid(server, api.COMPOSER_MODEL)
+    kill_pid(server, contract.COMPOSER_MODEL)
     assert done.wait(UNANSWERED_S), "the request of a killed stub was never answered"
     (error,) = answer
     assert isinstance(error, InferenceServerException), error
@@ -215,7 +215,7 @@ def test_sigterm_while_restarting_stops_the_launcher_cleanly(launcher):
     """A stop signal during the restart's reload ends it: exit 0, no stub of either server."""
     launched = launcher()
     first_server = launched.server_pid
-    kill_pid(first_server, api.COMPOSER_MODEL)
+    kill_pid(first_server, contract.COMPOSER_MODEL)
     starting = restart_begun(launched)
     second_server = new_server(launched, first_server)
     launched.process.send_signal(signal.SIGTERM)
@@ -263,32 +263,34 @@ def test_a_dead_stub_is_reported_by_the_health_check_and_an_explicit_reload_reco
     monkeypatch.setenv("V2BGM_HTTP_PORT", str(server.http_port))
     monkeypatch.setenv("V2BGM_DRAIN_FILE", str(Path(server.repository) / "no-drain"))
     client = grpcclient.InferenceServerClient(f"127.0.0.1:{server.grpc_port}")
-    client.infer(api.COMPOSER_MODEL, compose_inputs(1.0))  # loaded and warm
+    client.infer(contract.COMPOSER_MODEL, compose_inputs(1.0))  # loaded and warm
     assert health.check("ready") is None
-    stub = kill_stub(server, api.COMPOSER_MODEL)
+    stub = kill_stub(server, contract.COMPOSER_MODEL)
     start = time.monotonic()
     with pytest.raises(InferenceServerException, match="not healthy"):
-        client.infer(api.COMPOSER_MODEL, compose_inputs(1.0), client_timeout=60)
+        client.infer(contract.COMPOSER_MODEL, compose_inputs(1.0), client_timeout=60)
     assert time.monotonic() - start < 10  # answered at once, not queued behind a dead stub
     assert client.is_server_live()
     # Triton 2.51 still reports everything ready, and leaves the stub a zombie child.
-    assert client.is_server_ready() and client.is_model_ready(api.COMPOSER_MODEL)
+    assert client.is_server_ready() and client.is_model_ready(contract.COMPOSER_MODEL)
     (index,) = client.get_model_repository_index(headers=ADMIN).models
-    assert (index.name, index.state) == (api.COMPOSER_MODEL, "READY")
+    assert (index.name, index.state) == (contract.COMPOSER_MODEL, "READY")
     assert process_state(stub) == ZOMBIE
     problem = health.check("ready")
     assert problem is not None and f"stub process {stub} died" in problem, problem
     assert health.main(["ready"]) == 1
     assert health.check("live") is None  # the server itself is alive
     # Loading a loaded model with an unchanged config keeps the dead stub: unload first.
-    client.unload_model(api.COMPOSER_MODEL, headers=ADMIN)
+    client.unload_model(contract.COMPOSER_MODEL, headers=ADMIN)
     deadline = time.monotonic() + 60
-    while client.is_model_ready(api.COMPOSER_MODEL) and time.monotonic() < deadline:
+    while client.is_model_ready(contract.COMPOSER_MODEL) and time.monotonic() < deadline:
         time.sleep(0.2)
-    client.load_model(api.COMPOSER_MODEL, headers=ADMIN)  # a new stub, the weights loaded again
-    result = client.infer(api.COMPOSER_MODEL, compose_inputs(1.0), client_timeout=120)
+    client.load_model(
+        contract.COMPOSER_MODEL, headers=ADMIN
+    )  # a new stub, the weights loaded again
+    result = client.infer(contract.COMPOSER_MODEL, compose_inputs(1.0), client_timeout=120)
     assert result.as_numpy("AUDIO").size > 0
     # The zombie outlives the reload (Triton never reaps it), so the health check keeps failing
     # until the server restarts: the only recovery in production (model control mode none).
     assert process_state(stub) == ZOMBIE and health.main(["ready"]) == 1
-    assert client.is_server_ready() and client.is_model_ready(api.COMPOSER_MODEL)
+    assert client.is_server_ready() and client.is_model_ready(contract.COMPOSER_MODEL)

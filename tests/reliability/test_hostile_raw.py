@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import tritonclient.grpc as grpcclient
 from tritonclient.utils import InferenceServerException
-from v2bgm_client import interface as api
+from v2bgm_contract import interface as contract
 
 from tests.conftest import ROOT
 
@@ -67,9 +67,15 @@ def fps() -> grpcclient.InferInput:
 
 
 def test_byte_size_not_matching_the_declared_shape(client, untouched):
-    declared = [1, api.MAX_FRAMES, api.MAX_FRAME_SIDE, api.MAX_FRAME_SIDE, 3]  # 108 MB declared
+    declared = [
+        1,
+        contract.MAX_FRAMES,
+        contract.MAX_FRAME_SIDE,
+        contract.MAX_FRAME_SIDE,
+        3,
+    ]  # 108 MB declared
     frames = raw_input("FRAMES", declared, "UINT8", bytes(1000))  # 1 kB sent
-    assert_rejected(client, api.CAPTIONER_MODEL, [frames, fps()])
+    assert_rejected(client, contract.CAPTIONER_MODEL, [frames, fps()])
 
 
 def test_bytes_tensor_with_broken_serialization(client, untouched):
@@ -79,7 +85,7 @@ def test_bytes_tensor_with_broken_serialization(client, untouched):
         raw_input("TAGS", [1, 1], "BYTES", garbage),
         raw_input("DURATION_S", [1, 1], "FP32", np.float32(2.0).tobytes()),
     ]
-    assert_rejected(client, api.COMPOSER_MODEL, inputs)
+    assert_rejected(client, contract.COMPOSER_MODEL, inputs)
 
 
 def test_a_hundred_thousand_fixed_tags(client, untouched):
@@ -88,17 +94,17 @@ def test_a_hundred_thousand_fixed_tags(client, untouched):
     fixed.set_data_from_numpy(tags)
     frames = grpcclient.InferInput("FRAMES", [1, 1, 16, 16, 3], "UINT8")
     frames.set_data_from_numpy(np.zeros((1, 1, 16, 16, 3), np.uint8))
-    message = assert_rejected(client, api.CAPTIONER_MODEL, [frames, fps(), fixed])
+    message = assert_rejected(client, contract.CAPTIONER_MODEL, [frames, fps(), fixed])
     assert "FIXED_TAGS" in message
 
 
-@pytest.mark.parametrize("model", sorted(m for m in api.MODELS if m != api.STREAM_MODEL))
+@pytest.mark.parametrize("model", sorted(m for m in contract.MODELS if m != contract.STREAM_MODEL))
 def test_random_bytes_for_every_input(client, untouched, model):
     """Every input of the model, shaped as declared (1 for each free dim) but filled with random
     bytes: BYTES tensors get random serializations, numbers get random bit patterns."""
     rng = random.Random(model)
     inputs = []
-    for spec in api.MODELS[model].inputs:
+    for spec in contract.MODELS[model].inputs:
         shape = [1, *(d if d > 0 else 1 for d in spec.shape)]
         count = int(np.prod(shape))
         size = count * (4 if spec.datatype == "BYTES" else np.dtype(spec.numpy_dtype).itemsize)

@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import tritonclient.grpc as grpcclient
-from v2bgm_client import interface as api
+from v2bgm_contract import interface as contract
 
 from tests.conftest import TINY_WEIGHTS
 from tests.reliability.probes import metric
@@ -48,7 +48,7 @@ MODEL_PY = textwrap.dedent(
     class TritonPythonModel:
         def initialize(self, args):
             # the composer's name: its line (waiting, queue seconds) and stages are declared
-            self.metrics = metrics.ModelMetrics(pb_utils, "{api.COMPOSER_MODEL}", "1")
+            self.metrics = metrics.ModelMetrics(pb_utils, "{contract.COMPOSER_MODEL}", "1")
             self.metrics.ready(True, 2)
 
         def life(self, rounds):
@@ -126,11 +126,11 @@ def test_metrics_from_many_threads_keep_the_server_up_and_lose_nothing(tmp_path:
         lives = REQUESTS * THREADS * ROUNDS
         port = server.metrics_port
         # every update arrived: counters exact, gauges back where they started
-        assert metric(port, metrics.REQUESTS, api.COMPOSER_MODEL) == lives
-        assert metric(port, metrics.AUDIO_SECONDS, api.COMPOSER_MODEL) == lives
-        assert metric(port, metrics.IN_GENERATION, api.COMPOSER_MODEL) == 0
-        assert metric(port, metrics.WAITING, api.COMPOSER_MODEL) == 0
-        assert metric(port, metrics.READY, api.COMPOSER_MODEL) == 1
+        assert metric(port, metrics.REQUESTS, contract.COMPOSER_MODEL) == lives
+        assert metric(port, metrics.AUDIO_SECONDS, contract.COMPOSER_MODEL) == lives
+        assert metric(port, metrics.IN_GENERATION, contract.COMPOSER_MODEL) == 0
+        assert metric(port, metrics.WAITING, contract.COMPOSER_MODEL) == 0
+        assert metric(port, metrics.READY, contract.COMPOSER_MODEL) == 1
         assert metric_sum(port, metrics.QUEUE_SECONDS + "_count") == lives
         assert metric_sum(port, metrics.STAGE_SECONDS + "_count") == lives
         assert server.process.poll() is None, "tritonserver exited"

@@ -22,9 +22,9 @@ import prometheus_client
 import pytest
 import tritonclient.grpc as grpcclient
 from v2bgm_client import api as client_api
-from v2bgm_client import interface as api
 from v2bgm_client import metrics
 from v2bgm_client.errors import ServerError
+from v2bgm_contract import interface as contract
 
 from tests.reliability.servers import render_repository, start_server
 from v2bgm.serve import TritonServer
@@ -74,11 +74,13 @@ def request(seed: int) -> dict[str, np.ndarray]:
 
 def measure_service_s(url: str) -> float:
     client = grpcclient.InferenceServerClient(url)
-    outputs = [grpcclient.InferRequestedOutput(s.name) for s in api.PIPELINE.outputs]
+    outputs = [grpcclient.InferRequestedOutput(s.name) for s in contract.PIPELINE.outputs]
     laps = []
     for seed in (0, 1, 2):  # the first warms up; the faster of the others
         start = time.monotonic()
-        client.infer(api.PIPELINE_MODEL, client_api.infer_inputs(request(seed)), outputs=outputs)
+        client.infer(
+            contract.PIPELINE_MODEL, client_api.infer_inputs(request(seed)), outputs=outputs
+        )
         laps.append(time.monotonic() - start)
     client.close()
     return min(laps[1:])
@@ -90,10 +92,10 @@ def served(weights: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[
     queue = QueuePolicy(max_size=QUEUE_SIZE, timeout_us=QUEUE_TIMEOUT_US)
     repo = render_repository(
         tmp / "repo",
-        (api.CAPTIONER_MODEL, api.COMPOSER_MODEL, api.PIPELINE_MODEL),
+        (contract.CAPTIONER_MODEL, contract.COMPOSER_MODEL, contract.PIPELINE_MODEL),
         {
-            api.CAPTIONER_MODEL: {"queue": queue},
-            api.COMPOSER_MODEL: {
+            contract.CAPTIONER_MODEL: {"queue": queue},
+            contract.COMPOSER_MODEL: {
                 "queue": queue,
                 "slots": {"KIND_CPU": COMPOSER_SLOTS, "KIND_GPU": COMPOSER_SLOTS},
             },
@@ -108,7 +110,7 @@ def test_twice_the_capacity_is_answered_at_once_or_in_bounded_time(served):
     service_s = served.service_s
     interval = service_s / LOAD_FACTOR
     client = grpcclient.InferenceServerClient(served.url)
-    outputs = [grpcclient.InferRequestedOutput(s.name) for s in api.PIPELINE.outputs]
+    outputs = [grpcclient.InferRequestedOutput(s.name) for s in contract.PIPELINE.outputs]
     answers: dict[int, tuple[str, float]] = {}
     done = threading.Event()
 
@@ -122,7 +124,7 @@ def test_twice_the_capacity_is_answered_at_once_or_in_bounded_time(served):
     for i in range(BURST_REQUESTS):
         sent = time.monotonic()
         client.async_infer(
-            api.PIPELINE_MODEL,
+            contract.PIPELINE_MODEL,
             inputs[i],
             callback=lambda result, error, i=i, sent=sent: callback(i, sent, error),
             outputs=outputs,
@@ -178,7 +180,7 @@ def test_client_retries_an_overloaded_server_until_served(served):
     assert all(isinstance(r, client_api.Response) for r in results), results
 
     def attempts(code: str) -> float:
-        labels = {"model": api.PIPELINE_MODEL, "code": code}
+        labels = {"model": contract.PIPELINE_MODEL, "code": code}
         return registry.get_sample_value(metrics.REQUESTS, labels) or 0.0
 
     assert attempts("OK") == RETRY_BURST

@@ -20,8 +20,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 from v2bgm_client import api as client_api
-from v2bgm_client import events, stream
+from v2bgm_client import stream
 from v2bgm_client.options import SoundtrackOptions
+from v2bgm_contract import events
 
 from tests.conftest import ROOT, free_port
 from tests.reliability.probes import stub_pids, tritonserver_of, wait_until_composing

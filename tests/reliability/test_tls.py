@@ -19,12 +19,13 @@ import numpy as np
 import pytest
 import tritonclient.grpc as grpcclient
 from tritonclient.utils import InferenceServerException
-from v2bgm_client import aio, events, stream
+from v2bgm_client import aio, stream
 from v2bgm_client import api as client_api
-from v2bgm_client import interface as api
 from v2bgm_client.connection import TlsOptions
 from v2bgm_client.errors import ServerError
 from v2bgm_client.options import SoundtrackOptions
+from v2bgm_contract import events
+from v2bgm_contract import interface as contract
 
 from tests import videos
 from tests.conftest import ROOT
@@ -44,7 +45,7 @@ def tls_server(
 ) -> Iterator[tuple[TritonServer, Path]]:
     tmp = tmp_path_factory.mktemp("tls")
     server_pair = make_self_signed(tmp)
-    repo = render_repository(tmp / "repo", (api.COMPOSER_MODEL,))
+    repo = render_repository(tmp / "repo", (contract.COMPOSER_MODEL,))
     ssl = [
         "--grpc-use-ssl=true",
         f"--grpc-server-cert={server_pair.cert}",
@@ -64,7 +65,7 @@ def compose(client: grpcclient.InferenceServerClient) -> np.ndarray:
         tensor = grpcclient.InferInput(name, list(value.shape), dtype)
         tensor.set_data_from_numpy(value)
         inputs.append(tensor)
-    return client.infer(api.COMPOSER_MODEL, inputs, client_timeout=120).as_numpy("AUDIO")
+    return client.infer(contract.COMPOSER_MODEL, inputs, client_timeout=120).as_numpy("AUDIO")
 
 
 def test_tls_client_is_served(tls_server):

@@ -12,7 +12,7 @@ from collections.abc import Iterator
 import numpy as np
 import pytest
 import tritonclient.grpc as grpcclient
-from v2bgm_client import interface as api
+from v2bgm_contract import interface as contract
 
 from v2bgm.serve import TritonServer
 
@@ -24,7 +24,7 @@ LONG_MUSIC_S = 120.0  # stage 1 runs for minutes: a cancel lands mid-stage-1
 
 
 def tensor(name: str, value: np.ndarray) -> grpcclient.InferInput:
-    spec = next(t for t in api.STREAM.inputs if t.name == name)
+    spec = next(t for t in contract.STREAM.inputs if t.name == name)
     value = np.asarray(value, dtype=spec.numpy_dtype)[None]
     t = grpcclient.InferInput(name, list(value.shape), spec.datatype)
     t.set_data_from_numpy(value)
@@ -46,7 +46,7 @@ class Stream:
         self.client.start_stream(callback=lambda result, error: self.answers.put((result, error)))
 
     def send(self, inputs: list[grpcclient.InferInput]) -> None:
-        self.client.async_stream_infer(api.STREAM_MODEL, inputs)
+        self.client.async_stream_infer(contract.STREAM_MODEL, inputs)
 
     def events(self) -> Iterator[tuple[dict, np.ndarray | None]]:
         while True:
@@ -137,7 +137,7 @@ def test_events_arrive_in_order_with_their_content(stream):
 @pytest.mark.parametrize(
     ("options", "needles"),
     [
-        ({"CANDIDATES": [api.MAX_CANDIDATES + 1]}, ["CANDIDATES", "[1, 4]"]),
+        ({"CANDIDATES": [contract.MAX_CANDIDATES + 1]}, ["CANDIDATES", "[1, 4]"]),
         ({"DURATION_S": [900.0]}, ["DURATION_S", "300"]),
         ({"FIXED_TAGS": [b"jaz"]}, ["jaz", "'jazz'"]),
     ],
@@ -159,7 +159,7 @@ def test_cancel_mid_stage1_stops_frees_and_serves_the_next(grpc_url, server):
             break
     doomed.cancel()
     cancelled_at = time.monotonic()
-    while series(metrics(server), "v2bgm_requests_in_generation", api.COMPOSER_MODEL):
+    while series(metrics(server), "v2bgm_requests_in_generation", contract.COMPOSER_MODEL):
         assert time.monotonic() - cancelled_at < CANCEL_STOPS_WITHIN_S, "still composing"
         time.sleep(0.02)
     doomed.close()
@@ -176,14 +176,21 @@ def test_cancel_mid_stage1_stops_frees_and_serves_the_next(grpc_url, server):
     assert audio.shape == (1, composed["sample_rate"])
 
     after = metrics(server)
-    for model in (api.STREAM_MODEL, api.CAPTIONER_MODEL, api.COMPOSER_MODEL, api.PIPELINE_MODEL):
+    for model in (
+        contract.STREAM_MODEL,
+        contract.CAPTIONER_MODEL,
+        contract.COMPOSER_MODEL,
+        contract.PIPELINE_MODEL,
+    ):
         assert series(after, "nv_inference_pending_request_count", model) == 0, model
-    for model in (api.CAPTIONER_MODEL, api.COMPOSER_MODEL):
+    for model in (contract.CAPTIONER_MODEL, contract.COMPOSER_MODEL):
         assert series(after, "v2bgm_requests_in_generation", model) == 0, model
     reason = {"reason": "cancelled"}
-    cancelled = series(after, "v2bgm_failures_total", api.COMPOSER_MODEL, **reason)
-    assert cancelled - series(before, "v2bgm_failures_total", api.COMPOSER_MODEL, **reason) == 1
+    cancelled = series(after, "v2bgm_failures_total", contract.COMPOSER_MODEL, **reason)
+    assert (
+        cancelled - series(before, "v2bgm_failures_total", contract.COMPOSER_MODEL, **reason) == 1
+    )
     internal = {"reason": "internal"}
-    assert series(after, "v2bgm_failures_total", api.COMPOSER_MODEL, **internal) == series(
-        before, "v2bgm_failures_total", api.COMPOSER_MODEL, **internal
+    assert series(after, "v2bgm_failures_total", contract.COMPOSER_MODEL, **internal) == series(
+        before, "v2bgm_failures_total", contract.COMPOSER_MODEL, **internal
     )

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from v2bgm_client import interface as api
+from v2bgm_contract import interface as contract
 
 from v2bgm.composer import Cancelled, MusicRequest
 from v2bgm.triton import stream_job
@@ -35,8 +35,12 @@ def test_defaults_duration_from_the_video_seed_drawn_one_candidate():
 
 
 def test_candidate_seeds_follow_and_wrap():
-    job = stream_job.parse(inputs(SEED=np.array([[api.SEED_MAX]], np.int64)))
-    assert [job.seed_of(i) for i in range(3)] == [api.SEED_MAX, api.SEED_MIN, api.SEED_MIN + 1]
+    job = stream_job.parse(inputs(SEED=np.array([[contract.SEED_MAX]], np.int64)))
+    assert [job.seed_of(i) for i in range(3)] == [
+        contract.SEED_MAX,
+        contract.SEED_MIN,
+        contract.SEED_MIN + 1,
+    ]
 
 
 @pytest.mark.parametrize(
@@ -53,7 +57,7 @@ def test_candidate_seeds_follow_and_wrap():
     ],
 )
 def test_bad_requests_are_named(extra, message):
-    with pytest.raises(api.InvalidInput) as err:
+    with pytest.raises(contract.InvalidInput) as err:
         stream_job.parse(inputs(**extra))
     assert message in str(err.value)
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 from types import SimpleNamespace
 
 import pytest
-from v2bgm_client import interface as api
+from v2bgm_contract import interface as contract
 
 from v2bgm.composer import StageStats
 from v2bgm.triton import metrics
@@ -56,18 +56,18 @@ def value(series: dict[str, list[FakeMetric]], name: str) -> float:
 
 
 def test_only_the_composer_has_a_line_of_its_own() -> None:
-    _, composer = recorder(api.COMPOSER_MODEL)
-    _, captioner = recorder(api.CAPTIONER_MODEL)
+    _, composer = recorder(contract.COMPOSER_MODEL)
+    _, captioner = recorder(contract.CAPTIONER_MODEL)
     line = {metrics.WAITING, metrics.QUEUE_SECONDS}
     assert set(composer) == set(metrics.NAMES)
     assert set(captioner) == set(metrics.NAMES) - line  # it waits in Triton's queue
     (wait,) = composer[metrics.QUEUE_SECONDS]
-    assert wait.labels == {metrics.MODEL_LABEL: api.COMPOSER_MODEL, metrics.VERSION_LABEL: "1"}
+    assert wait.labels == {metrics.MODEL_LABEL: contract.COMPOSER_MODEL, metrics.VERSION_LABEL: "1"}
     assert wait.buckets == list(metrics.STAGE_BUCKETS_S)
 
 
 def test_slots_are_counted_while_the_instance_is_ready() -> None:
-    recorded, series = recorder(api.COMPOSER_MODEL)
+    recorded, series = recorder(contract.COMPOSER_MODEL)
     recorded.ready(True, 16)
     assert (value(series, metrics.READY), value(series, metrics.SLOTS)) == (1, 16)
     recorded.ready(False)
@@ -75,7 +75,7 @@ def test_slots_are_counted_while_the_instance_is_ready() -> None:
 
 
 def test_the_line_then_the_slot_then_the_answer() -> None:
-    recorded, series = recorder(api.COMPOSER_MODEL)
+    recorded, series = recorder(contract.COMPOSER_MODEL)
     for _ in range(3):
         recorded.queued()
     assert value(series, metrics.WAITING) == 3
@@ -92,7 +92,7 @@ def test_the_line_then_the_slot_then_the_answer() -> None:
 def test_answers_count_outcomes_for_the_rules() -> None:
     """The rules count music made as answered minus failed (Triton's success counter counts the
     composer's requests when it takes them)."""
-    recorded, series = recorder(api.COMPOSER_MODEL)
+    recorded, series = recorder(contract.COMPOSER_MODEL)
     recorded.answered(metrics.Outcome(stages={metrics.STAGE1: StageStats(3.0, 150)}, audio_s=3.0))
     recorded.answered(metrics.Outcome(metrics.UNAVAILABLE))
     failures = {m.labels[metrics.REASON_LABEL]: m.value for m in series[metrics.FAILURES]}

@@ -23,7 +23,7 @@ from pathlib import Path
 
 import numpy as np
 import tritonclient.grpc as grpcclient
-from v2bgm_client import interface as api
+from v2bgm_contract import interface as contract
 
 from v2bgm.serve import TritonServer
 
@@ -35,12 +35,12 @@ TIMEOUT_S = 900
 def request(seconds: float, seed: int) -> list[grpcclient.InferInput]:
     frames = np.random.default_rng(seed).integers(0, 256, (int(seconds), *FRAME_SHAPE), np.uint8)
     values = {
-        api.FRAMES.name: frames[None],
-        api.FPS.name: np.array([[api.SAMPLE_FPS]], np.float32),
-        api.DURATION_S.name: np.array([[seconds]], np.float32),
-        api.SEED.name: np.array([[seed]], np.int64),
+        contract.FRAMES.name: frames[None],
+        contract.FPS.name: np.array([[contract.SAMPLE_FPS]], np.float32),
+        contract.DURATION_S.name: np.array([[seconds]], np.float32),
+        contract.SEED.name: np.array([[seed]], np.int64),
     }
-    specs = {t.name: t for t in api.PIPELINE.inputs}
+    specs = {t.name: t for t in contract.PIPELINE.inputs}
     tensors = []
     for name, value in values.items():
         tensor = grpcclient.InferInput(name, list(value.shape), specs[name].datatype)
@@ -52,10 +52,10 @@ def request(seconds: float, seed: int) -> list[grpcclient.InferInput]:
 def call(url: str, seconds: float, seed: int) -> dict:
     client = grpcclient.InferenceServerClient(url)
     start = time.perf_counter()
-    result = client.infer(api.PIPELINE_MODEL, request(seconds, seed), client_timeout=TIMEOUT_S)
+    result = client.infer(contract.PIPELINE_MODEL, request(seconds, seed), client_timeout=TIMEOUT_S)
     took = time.perf_counter() - start
-    rate = int(result.as_numpy(api.SAMPLE_RATE.name).flat[0])
-    audio_s = result.as_numpy(api.AUDIO.name).size / rate
+    rate = int(result.as_numpy(contract.SAMPLE_RATE.name).flat[0])
+    audio_s = result.as_numpy(contract.AUDIO.name).size / rate
     return {"video_s": seconds, "seconds": round(took, 2), "audio_s": round(audio_s, 3)}
 
 

@@ -13,7 +13,7 @@ from typing import Any, Protocol
 
 import numpy as np
 import triton_python_backend_utils as pb_utils
-from v2bgm_client.interface import InvalidInput, ModelSpec
+from v2bgm_contract.interface import InvalidInput, ModelSpec
 
 from v2bgm import checkpoints
 from v2bgm.composer import Busy, Cancelled, Progress, StageStats

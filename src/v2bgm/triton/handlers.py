@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from v2bgm_client import interface as api
+from v2bgm_contract import interface as contract
 
 from v2bgm.composer import Busy, Cancelled, Composer, Music, MusicRequest, Progress, StageStats
 from v2bgm.triton.metrics import CAPTIONING
@@ -43,30 +43,32 @@ def split_rows(inputs: Tensors) -> list[Tensors]:
     """A request's batched tensors -> one dict per item (batch dimension removed)."""
     sizes = {value.shape[0] if value.ndim else 0 for value in inputs.values()}
     if len(sizes) != 1 or 0 in sizes:
-        raise api.InvalidInput(f"inputs must share one batch size >= 1, got {sorted(sizes)}")
+        raise contract.InvalidInput(f"inputs must share one batch size >= 1, got {sorted(sizes)}")
     (size,) = sizes
     return [{name: value[i] for name, value in inputs.items()} for i in range(size)]
 
 
-def scalar(row: Tensors, spec: api.TensorSpec) -> np.generic | bytes | None:
+def scalar(row: Tensors, spec: contract.TensorSpec) -> np.generic | bytes | None:
     """The single element of a [1] tensor, or None when an optional input is absent."""
     if spec.name not in row:
         if spec.optional:
             return None
-        raise api.InvalidInput(f"missing input {spec.name}")
+        raise contract.InvalidInput(f"missing input {spec.name}")
     value = row[spec.name]
     if value.size != 1:
-        raise api.InvalidInput(f"{spec.name} must hold one element, got shape {list(value.shape)}")
+        raise contract.InvalidInput(
+            f"{spec.name} must hold one element, got shape {list(value.shape)}"
+        )
     return value.reshape(-1)[0]
 
 
-def decode_text(spec: api.TensorSpec, value: object, limit: int) -> str:
+def decode_text(spec: contract.TensorSpec, value: object, limit: int) -> str:
     if isinstance(value, str):
         value = value.encode("utf-8")
-    return api.check_text(spec, bytes(value), limit)
+    return contract.check_text(spec, bytes(value), limit)
 
 
-def text(row: Tensors, spec: api.TensorSpec, limit: int) -> str:
+def text(row: Tensors, spec: contract.TensorSpec, limit: int) -> str:
     value = scalar(row, spec)
     return "" if value is None else decode_text(spec, value, limit)
 
@@ -77,7 +79,7 @@ def bytes_column(values: list[str]) -> np.ndarray:
 
 
 class CaptionerHandler:
-    spec = api.CAPTIONER
+    spec = contract.CAPTIONER
 
     def __init__(self, captioner: VideoCaptioner) -> None:
         self.captioner = captioner
@@ -95,8 +97,8 @@ class CaptionerHandler:
         for inputs in requests:
             try:
                 parsed.append([self.parse(row) for row in split_rows(inputs)])
-            except (api.InvalidInput, UnknownTag) as exc:
-                parsed.append(api.InvalidInput(str(exc)))
+            except (contract.InvalidInput, UnknownTag) as exc:
+                parsed.append(contract.InvalidInput(str(exc)))
         items = [r for p in parsed if isinstance(p, list) for r in p]
         clock = time.perf_counter()
         descriptions = iter(self.captioner.describe_batch(items) if items else [])
@@ -116,25 +118,25 @@ class CaptionerHandler:
 
     @staticmethod
     def parse(row: Tensors) -> CaptionRequest:
-        frames = row.get(api.FRAMES.name)
+        frames = row.get(contract.FRAMES.name)
         if frames is None:
-            raise api.InvalidInput(f"missing input {api.FRAMES.name}")
-        api.check_frames(frames)
-        fps = float(scalar(row, api.FPS))
-        api.check_fps(fps)
-        duration = scalar(row, api.MUSIC_DURATION_S)
+            raise contract.InvalidInput(f"missing input {contract.FRAMES.name}")
+        contract.check_frames(frames)
+        fps = float(scalar(row, contract.FPS))
+        contract.check_fps(fps)
+        duration = scalar(row, contract.MUSIC_DURATION_S)
         if duration is not None:
-            api.check_duration(float(duration))
+            contract.check_duration(float(duration))
         fixed = []
-        if api.FIXED_TAGS.name in row:
-            values = row[api.FIXED_TAGS.name].reshape(-1)
-            fixed = [decode_text(api.FIXED_TAGS, v, api.MAX_TAGS_BYTES) for v in values]
+        if contract.FIXED_TAGS.name in row:
+            values = row[contract.FIXED_TAGS.name].reshape(-1)
+            fixed = [decode_text(contract.FIXED_TAGS, v, contract.MAX_TAGS_BYTES) for v in values]
             fixed = [tag for tag in fixed if tag.strip()]  # empty strings pad ragged rows
-            api.check_fixed_tags(fixed)
-        vocals = scalar(row, api.VOCALS)
+            contract.check_fixed_tags(fixed)
+        vocals = scalar(row, contract.VOCALS)
         options = {
             "vocals": bool(vocals) if vocals is not None else False,
-            "hint": " ".join(text(row, api.HINT, api.MAX_HINT_BYTES).split()),
+            "hint": " ".join(text(row, contract.HINT, contract.MAX_HINT_BYTES).split()),
             "fixed_tags": tuple(fixed),
         }
         if duration is not None:
@@ -144,9 +146,9 @@ class CaptionerHandler:
     @staticmethod
     def outputs(descriptions: list[Description]) -> Tensors:
         return {
-            api.CAPTION.name: bytes_column([d.caption for d in descriptions]),
-            api.TAGS.name: bytes_column([d.tag_line for d in descriptions]),
-            api.LYRICS.name: bytes_column([d.lyrics for d in descriptions]),
+            contract.CAPTION.name: bytes_column([d.caption for d in descriptions]),
+            contract.TAGS.name: bytes_column([d.tag_line for d in descriptions]),
+            contract.LYRICS.name: bytes_column([d.lyrics for d in descriptions]),
         }
 
 
@@ -164,7 +166,7 @@ class ComposerHandler:
     """Composes either one request at a time (`batch`) or, with a scheduler, many at once
     (`submit`: the served model answers each request when its music is done)."""
 
-    spec = api.COMPOSER
+    spec = contract.COMPOSER
 
     def __init__(self, composer: Composer, scheduler: ComposerScheduler | None = None) -> None:
         self.composer = composer
@@ -201,7 +203,9 @@ class ComposerHandler:
         try:
             rows = split_rows(inputs)
             if len(rows) != 1:
-                raise api.InvalidInput(f"one composition per request, got a batch of {len(rows)}")
+                raise contract.InvalidInput(
+                    f"one composition per request, got a batch of {len(rows)}"
+                )
             request = self.parse(rows[0])
         except Exception as exc:
             answer(exc, {})
@@ -246,7 +250,7 @@ class ComposerHandler:
     def __call__(self, inputs: Tensors, progress: Progress | None = None) -> Tensors:
         rows = split_rows(inputs)
         if len(rows) != 1:
-            raise api.InvalidInput(f"one composition per request, got a batch of {len(rows)}")
+            raise contract.InvalidInput(f"one composition per request, got a batch of {len(rows)}")
         music = self.composer.compose(self.parse(rows[0]), progress)
         self.last_stats = music.stats
         return self.outputs(music, progress)
@@ -256,24 +260,24 @@ class ComposerHandler:
         if isinstance(progress, ComposerReport):  # a streaming caller shows stage timings
             progress.finished({stage: cost.seconds for stage, cost in music.stats.items()})
         silence = np.zeros_like(music.audio)
-        stems = np.stack([music.stems.get(name, silence) for name in api.STEM_ROWS])
+        stems = np.stack([music.stems.get(name, silence) for name in contract.STEM_ROWS])
         return {
-            api.AUDIO.name: music.audio.astype(np.float32)[None],
-            api.SAMPLE_RATE.name: np.array([[music.sample_rate]], dtype=np.int32),
-            api.STEMS.name: stems.astype(np.float32)[None],
+            contract.AUDIO.name: music.audio.astype(np.float32)[None],
+            contract.SAMPLE_RATE.name: np.array([[music.sample_rate]], dtype=np.int32),
+            contract.STEMS.name: stems.astype(np.float32)[None],
         }
 
     @staticmethod
     def parse(row: Tensors) -> MusicRequest:
-        tags = text(row, api.TAGS, api.MAX_TAGS_BYTES).strip()
+        tags = text(row, contract.TAGS, contract.MAX_TAGS_BYTES).strip()
         if not tags:
-            raise api.InvalidInput(f"{api.TAGS.name} is empty")
-        lyrics = text(row, api.LYRICS, api.MAX_LYRICS_BYTES)
-        duration = float(scalar(row, api.DURATION_S))
-        api.check_duration(duration)
-        seed_value = scalar(row, api.SEED)
+            raise contract.InvalidInput(f"{contract.TAGS.name} is empty")
+        lyrics = text(row, contract.LYRICS, contract.MAX_LYRICS_BYTES)
+        duration = float(scalar(row, contract.DURATION_S))
+        contract.check_duration(duration)
+        seed_value = scalar(row, contract.SEED)
         seed = 0 if seed_value is None else int(seed_value)
-        api.check_seed(seed)
+        contract.check_seed(seed)
         return MusicRequest(tags=tags, lyrics=lyrics, duration_s=duration, seed=seed)
 
 

@@ -34,7 +34,7 @@ from types import ModuleType
 from typing import Any
 
 import numpy as np
-from v2bgm_client import interface as api
+from v2bgm_contract import interface as contract
 
 from v2bgm.composer import Busy, Cancelled, StageStats
 
@@ -79,7 +79,7 @@ STAGE_BUCKETS_S = (
 
 
 # Models whose requests wait in a line of their own (the scheduler's), not in Triton's queue.
-LINE_MODELS = (api.COMPOSER_MODEL,)
+LINE_MODELS = (contract.COMPOSER_MODEL,)
 
 
 @dataclass(frozen=True)
@@ -108,7 +108,10 @@ DEFINITIONS = (
 NAMES = tuple(d.name for d in DEFINITIONS)
 
 
-MODEL_STAGES = {api.CAPTIONER_MODEL: (CAPTIONING,), api.COMPOSER_MODEL: (STAGE1, STAGE2, DECODE)}
+MODEL_STAGES = {
+    contract.CAPTIONER_MODEL: (CAPTIONING,),
+    contract.COMPOSER_MODEL: (STAGE1, STAGE2, DECODE),
+}
 
 
 @dataclass(frozen=True)
@@ -127,7 +130,7 @@ def outcome(
     stages: dict[str, StageStats],
 ) -> Outcome:
     """A request's outcome, from its tensors (by the interface's names) and its stages' costs."""
-    if isinstance(result, api.InvalidInput):
+    if isinstance(result, contract.InvalidInput):
         return Outcome(INVALID_ARGUMENT)
     if isinstance(result, Cancelled):
         return Outcome(CANCELLED)
@@ -135,8 +138,8 @@ def outcome(
         return Outcome(UNAVAILABLE)
     if isinstance(result, Exception):
         return Outcome(INTERNAL)
-    frames = inputs.get(api.FRAMES.name)
-    audio, rate = result.get(api.AUDIO.name), result.get(api.SAMPLE_RATE.name)
+    frames = inputs.get(contract.FRAMES.name)
+    audio, rate = result.get(contract.AUDIO.name), result.get(contract.SAMPLE_RATE.name)
     return Outcome(
         stages=stages,
         # [B, N] samples at [B, 1] rates; a model without AUDIO produced none

@@ -1,5 +1,5 @@
 """The streaming pipeline `video_to_music_stream`: a decoupled BLS model that drives the
-captioner and the composer and streams typed events (v2bgm_client.events) on one gRPC stream.
+captioner and the composer and streams typed events (v2bgm_contract.events) on one gRPC stream.
 
 One instance serves every stream at once (`async execute`); the captioner and the composer
 queue the work. Progress leaves the composer through a `ProgressChannel`, and so does
@@ -18,8 +18,8 @@ from typing import Any
 
 import numpy as np
 import triton_python_backend_utils as pb_utils
-from v2bgm_client import events
-from v2bgm_client import interface as api
+from v2bgm_contract import events
+from v2bgm_contract import interface as contract
 
 from v2bgm.composer import Cancelled
 from v2bgm.triton import stream_job
@@ -52,11 +52,15 @@ class Stream:
         return self.sender.is_cancelled()
 
     def send(self, event: events.Event, final: bool = False) -> None:
-        tensors = [pb_utils.Tensor(api.EVENT.name, np.array([[events.encode(event)]], np.object_))]
+        tensors = [
+            pb_utils.Tensor(contract.EVENT.name, np.array([[events.encode(event)]], np.object_))
+        ]
         if isinstance(event, events.Composed) and event.audio is not None:
             tensors += [
-                pb_utils.Tensor(api.AUDIO.name, event.audio.astype(np.float32)[None]),
-                pb_utils.Tensor(api.SAMPLE_RATE.name, np.array([[event.sample_rate]], np.int32)),
+                pb_utils.Tensor(contract.AUDIO.name, event.audio.astype(np.float32)[None]),
+                pb_utils.Tensor(
+                    contract.SAMPLE_RATE.name, np.array([[event.sample_rate]], np.int32)
+                ),
             ]
         flags = pb_utils.TRITONSERVER_RESPONSE_COMPLETE_FINAL if final else 0
         self.sender.send(pb_utils.InferenceResponse(output_tensors=tensors), flags=flags)
@@ -69,7 +73,7 @@ class Stream:
         )
 
 
-def _tensor(spec: api.TensorSpec, value: object) -> Any:
+def _tensor(spec: contract.TensorSpec, value: object) -> Any:
     """One item as a BLS input tensor: a batch of one."""
     return pb_utils.Tensor(spec.name, np.asarray([value], dtype=spec.numpy_dtype))
 
@@ -93,7 +97,7 @@ class StreamModel:
         stream = Stream(request)
         try:
             await self.run(request, stream)
-        except api.InvalidInput as exc:
+        except contract.InvalidInput as exc:
             stream.fail(str(exc), pb_utils.TritonError.INVALID_ARG)
         except Cancelled as exc:
             stream.fail(str(exc), pb_utils.TritonError.CANCELLED)
@@ -107,7 +111,7 @@ class StreamModel:
 
     async def run(self, request: Any, stream: Stream) -> None:
         inputs = {}
-        for spec in api.STREAM.inputs:
+        for spec in contract.STREAM.inputs:
             tensor = pb_utils.get_input_tensor_by_name(request, spec.name)
             if tensor is not None:
                 inputs[spec.name] = tensor.as_numpy()
@@ -131,20 +135,20 @@ class StreamModel:
 
     async def caption(self, job: stream_job.StreamJob) -> tuple[str, str, str]:
         inputs = [
-            _tensor(api.FRAMES, job.frames),
-            _tensor(api.FPS, [job.fps]),
-            _tensor(api.VOCALS, [job.vocals]),
-            _tensor(api.MUSIC_DURATION_S, [job.duration_s]),
+            _tensor(contract.FRAMES, job.frames),
+            _tensor(contract.FPS, [job.fps]),
+            _tensor(contract.VOCALS, [job.vocals]),
+            _tensor(contract.MUSIC_DURATION_S, [job.duration_s]),
         ]
         if job.hint:
-            inputs.append(_tensor(api.HINT, [job.hint.encode("utf-8")]))
+            inputs.append(_tensor(contract.HINT, [job.hint.encode("utf-8")]))
         if job.fixed_tags:
-            inputs.append(_tensor(api.FIXED_TAGS, [t.encode("utf-8") for t in job.fixed_tags]))
-        outputs = [spec.name for spec in api.CAPTIONER.outputs]
+            inputs.append(_tensor(contract.FIXED_TAGS, [t.encode("utf-8") for t in job.fixed_tags]))
+        outputs = [spec.name for spec in contract.CAPTIONER.outputs]
         bls = pb_utils.InferenceRequest(
-            model_name=api.CAPTIONER_MODEL, requested_output_names=outputs, inputs=inputs
+            model_name=contract.CAPTIONER_MODEL, requested_output_names=outputs, inputs=inputs
         )
-        response = _checked(api.CAPTIONER_MODEL, await bls.async_exec())
+        response = _checked(contract.CAPTIONER_MODEL, await bls.async_exec())
         caption, tags, lyrics = (
             _text(pb_utils.get_output_tensor_by_name(response, name)) for name in outputs
         )
@@ -156,14 +160,14 @@ class StreamModel:
         """One candidate; progress forwarded every POLL_S until the composer answers."""
         channel = ProgressChannel.create()
         inputs = [
-            _tensor(api.TAGS, [tags.encode("utf-8")]),
-            _tensor(api.LYRICS, [lyrics.encode("utf-8")]),
-            _tensor(api.DURATION_S, [job.duration_s]),
-            _tensor(api.SEED, [job.seed_of(candidate)]),
+            _tensor(contract.TAGS, [tags.encode("utf-8")]),
+            _tensor(contract.LYRICS, [lyrics.encode("utf-8")]),
+            _tensor(contract.DURATION_S, [job.duration_s]),
+            _tensor(contract.SEED, [job.seed_of(candidate)]),
         ]
         bls = pb_utils.InferenceRequest(
-            model_name=api.COMPOSER_MODEL,
-            requested_output_names=[api.AUDIO.name, api.SAMPLE_RATE.name],
+            model_name=contract.COMPOSER_MODEL,
+            requested_output_names=[contract.AUDIO.name, contract.SAMPLE_RATE.name],
             inputs=inputs,
             parameters={CHANNEL_PARAMETER: channel.token},
         )
@@ -187,9 +191,9 @@ class StreamModel:
             channel.close()
         if cancelled:
             raise Cancelled("the caller cancelled the request")
-        response = _checked(api.COMPOSER_MODEL, response)
-        audio = pb_utils.get_output_tensor_by_name(response, api.AUDIO.name).as_numpy()[0]
-        rate = pb_utils.get_output_tensor_by_name(response, api.SAMPLE_RATE.name).as_numpy()
+        response = _checked(contract.COMPOSER_MODEL, response)
+        audio = pb_utils.get_output_tensor_by_name(response, contract.AUDIO.name).as_numpy()[0]
+        rate = pb_utils.get_output_tensor_by_name(response, contract.SAMPLE_RATE.name).as_numpy()
         finished = state is not None and state.get("stage") == FINISHED_STAGE
         stages_s = {k: float(v) for k, v in state["stages_s"].items()} if finished else {}
         self.eta.learn(stages_s, job.duration_s)

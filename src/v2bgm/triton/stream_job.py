@@ -11,7 +11,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
-from v2bgm_client import interface as api
+from v2bgm_contract import interface as contract
 
 from v2bgm.yue.tags import UnknownTag, resolve
 
@@ -31,17 +31,17 @@ class StreamJob:
 
     def seed_of(self, candidate: int) -> int:
         """Candidate i composes with seed + i, wrapping within the interface's range."""
-        span = api.SEED_MAX - api.SEED_MIN + 1
-        return api.SEED_MIN + (self.seed - api.SEED_MIN + candidate) % span
+        span = contract.SEED_MAX - contract.SEED_MIN + 1
+        return contract.SEED_MIN + (self.seed - contract.SEED_MIN + candidate) % span
 
 
 def draw_seed() -> int:
-    return random.SystemRandom().randint(api.SEED_MIN, api.SEED_MAX)
+    return random.SystemRandom().randint(contract.SEED_MIN, contract.SEED_MAX)
 
 
 def default_duration(frames: int, fps: float) -> float:
     """The video's length as its sampled frames tell it, within the interface's limits."""
-    return min(api.MAX_DURATION_S, max(api.MIN_DURATION_S, frames / fps))
+    return min(contract.MAX_DURATION_S, max(contract.MIN_DURATION_S, frames / fps))
 
 
 def parse(inputs: Tensors, seed_source: Callable[[], int] = draw_seed) -> StreamJob:
@@ -49,54 +49,60 @@ def parse(inputs: Tensors, seed_source: Callable[[], int] = draw_seed) -> Stream
     range; fill in the defaults (duration: the video's; seed: a random one; one candidate)."""
     for name, value in inputs.items():
         if value.ndim == 0 or value.shape[0] != 1:
-            raise api.InvalidInput(
+            raise contract.InvalidInput(
                 f"{name} must have a batch dimension of 1 (one video per stream), "
                 f"got shape {list(value.shape)}"
             )
     row = {name: value[0] for name, value in inputs.items()}
-    if api.FRAMES.name not in row:
-        raise api.InvalidInput(f"missing input {api.FRAMES.name}")
-    frames = row[api.FRAMES.name]
-    api.check_frames(frames)
-    fps = float(_scalar(row, api.FPS, required=True))
-    api.check_fps(fps)
-    duration = _scalar(row, api.TARGET_DURATION_S)
+    if contract.FRAMES.name not in row:
+        raise contract.InvalidInput(f"missing input {contract.FRAMES.name}")
+    frames = row[contract.FRAMES.name]
+    contract.check_frames(frames)
+    fps = float(_scalar(row, contract.FPS, required=True))
+    contract.check_fps(fps)
+    duration = _scalar(row, contract.TARGET_DURATION_S)
     duration_s = default_duration(len(frames), fps) if duration is None else float(duration)
-    api.check_duration(duration_s)
-    seed = _scalar(row, api.SEED)
+    contract.check_duration(duration_s)
+    seed = _scalar(row, contract.SEED)
     seed = seed_source() if seed is None else int(seed)
-    api.check_seed(seed)
-    candidates = _scalar(row, api.CANDIDATES)
+    contract.check_seed(seed)
+    candidates = _scalar(row, contract.CANDIDATES)
     candidates = 1 if candidates is None else int(candidates)
-    api.check_candidates(candidates)
-    vocals = bool(_scalar(row, api.VOCALS) or False)
-    hint = _scalar(row, api.HINT)
-    hint = "" if hint is None else api.check_text(api.HINT, _bytes(hint), api.MAX_HINT_BYTES)
+    contract.check_candidates(candidates)
+    vocals = bool(_scalar(row, contract.VOCALS) or False)
+    hint = _scalar(row, contract.HINT)
+    hint = (
+        ""
+        if hint is None
+        else contract.check_text(contract.HINT, _bytes(hint), contract.MAX_HINT_BYTES)
+    )
     fixed: list[str] = []
-    if api.FIXED_TAGS.name in row:
+    if contract.FIXED_TAGS.name in row:
         fixed = [
-            api.check_text(api.FIXED_TAGS, _bytes(v), api.MAX_TAGS_BYTES)
-            for v in row[api.FIXED_TAGS.name].reshape(-1)
+            contract.check_text(contract.FIXED_TAGS, _bytes(v), contract.MAX_TAGS_BYTES)
+            for v in row[contract.FIXED_TAGS.name].reshape(-1)
         ]
         fixed = [tag for tag in fixed if tag.strip()]
-        api.check_fixed_tags(fixed)
+        contract.check_fixed_tags(fixed)
     try:  # here, before captioning: the captioner would reject them only after the queue
         resolve(fixed, vocals)
     except UnknownTag as exc:
-        raise api.InvalidInput(str(exc)) from None
+        raise contract.InvalidInput(str(exc)) from None
     return StreamJob(
         frames, fps, duration_s, seed, candidates, vocals, " ".join(hint.split()), tuple(fixed)
     )
 
 
-def _scalar(row: Tensors, spec: api.TensorSpec, required: bool = False) -> object:
+def _scalar(row: Tensors, spec: contract.TensorSpec, required: bool = False) -> object:
     if spec.name not in row:
         if required:
-            raise api.InvalidInput(f"missing input {spec.name}")
+            raise contract.InvalidInput(f"missing input {spec.name}")
         return None
     value = row[spec.name]
     if value.size != 1:
-        raise api.InvalidInput(f"{spec.name} must hold one element, got shape {list(value.shape)}")
+        raise contract.InvalidInput(
+            f"{spec.name} must hold one element, got shape {list(value.shape)}"
+        )
     return value.reshape(-1)[0]
 
 

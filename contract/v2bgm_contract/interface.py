@@ -123,7 +123,7 @@ STREAM_MODEL = "video_to_music_stream"
 MAX_CANDIDATES = 4  # soundtracks per streaming request, composed one after the other
 CANDIDATES = TensorSpec("CANDIDATES", "INT32", (1,), optional=True)  # default 1
 TARGET_DURATION_S = TensorSpec("DURATION_S", "FP32", (1,), optional=True)  # default: T / FPS
-# One JSON event per response (v2bgm_client.events); AUDIO and SAMPLE_RATE ride on "audio" events.
+# One JSON event per response (v2bgm_contract.events); AUDIO and SAMPLE_RATE ride on "audio" events.
 EVENT = TensorSpec("EVENT", "BYTES", (1,))
 STREAM = ModelSpec(
     STREAM_MODEL,
