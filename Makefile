@@ -10,7 +10,7 @@ SEED ?= 0
 
 PROM_HOME := .cache/prometheus
 
-.PHONY: setup models demo serve test lint configs clean gpu-bundle prometheus load bench-gpu soak
+.PHONY: setup models demo serve test test-latest lint configs clean gpu-bundle prometheus load bench-gpu soak
 
 setup: $(VENV)/.installed $(TRITON_HOME)/.unpacked
 
@@ -59,6 +59,30 @@ lint: $(VENV)/.installed
 
 test: setup models prometheus lint
 	$(PY) -m pytest -q
+	$(MAKE) --no-print-directory test-latest
+
+# The client as a backend service installs it, beside the newest releases of its dependencies
+# (numpy 2, the newest tritonclient[grpc] and protobuf, PyAV, ...; no torch): ./contract and
+# ./client (editable) in .cache/venv-latest, the server package with --no-deps (the test fixtures
+# import its launcher), then tests/client there. Their round trips go to a tritonserver whose
+# Python-backend stubs run .venv (V2BGM_STUB_PYTHON: the stubs need numpy 1.x and torch). The
+# venv is made once (stamp; a change to either package's pyproject.toml remakes it: ~30 s), so a
+# re-run is the tests alone (1-1.5 min on 2 cores, 40 s of it the server's start). A fresh clone,
+# as in CI, gets the newest releases; `rm -rf .cache/venv-latest` gets them here. Its versions.txt
+# lists what it got.
+LATEST := .cache/venv-latest
+
+$(LATEST)/.installed: contract/pyproject.toml client/pyproject.toml
+	rm -rf $(LATEST) && $(PYTHON) -m venv $(LATEST)
+	$(LATEST)/bin/python -m pip install -q --upgrade pip
+	$(LATEST)/bin/python -m pip install -q -e ./contract -e "./client[metrics]" pytest
+	$(LATEST)/bin/python -m pip install -q --no-deps -e .
+	$(LATEST)/bin/python -m pip list --format=freeze > $(LATEST)/versions.txt
+	touch $@
+
+test-latest: setup models $(LATEST)/.installed
+	@grep -iE '^(numpy|protobuf|tritonclient|grpcio|av|decord)==' $(LATEST)/versions.txt | xargs
+	V2BGM_STUB_PYTHON=$(abspath $(PY)) $(LATEST)/bin/python -m pytest -q tests/client
 
 # The overload tests alone (tests/reliability/test_overload.py, also part of `make test`).
 load: setup models

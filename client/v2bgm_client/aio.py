@@ -7,6 +7,7 @@ Cancelling a task (or leaving `stream_events` early) cancels its request on the 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,6 +23,8 @@ from .errors import ClientError, ServerError
 from .options import SoundtrackOptions
 from .soundtrack import Collected, OnEvent, SoundtrackResult, finish, output_paths, prepare
 from .stream import parse_stream_result, stream_error, stream_inputs
+
+STREAM_END_WAIT_S = 5.0  # after Done, for the server's status (it comes within a millisecond)
 
 
 async def stream_events(
@@ -58,7 +61,17 @@ async def stream_events(
     finally:
         if responses is not None and not finished:
             responses.cancel()  # left early: the server stops the request (see stream.py)
+        elif responses is not None:
+            # Done comes before the call's OK status: closing the channel now would cancel the
+            # finished request, which stream.py avoids. Let the server end the stream first.
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(_drain(responses), STREAM_END_WAIT_S)
         await client.close()
+
+
+async def _drain(responses: AsyncIterator) -> None:
+    async for _ in responses:
+        pass  # nothing comes after Done; the iterator ends with the server's status
 
 
 class _RpcFailure(Exception):

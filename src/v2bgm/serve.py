@@ -80,7 +80,10 @@ class TritonInstall:
 
 
 def find_install(home: Path | None = None) -> TritonInstall:
-    """The container's server, else the wheel's (prepared for this interpreter)."""
+    """The container's server, else the wheel's, prepared for this interpreter or for the
+    Python that $V2BGM_STUB_PYTHON names: the Python-backend stubs run that Python's venv (so a
+    client environment with numpy 2, `make test-latest`, can start a server whose stubs need
+    numpy 1.x)."""
     if home is None and (CONTAINER_HOME / "bin" / "tritonserver").exists():
         return TritonInstall(CONTAINER_HOME / "bin" / "tritonserver", CONTAINER_HOME / "backends")
     home = Path(home or os.environ.get(WHEEL_HOME_ENV) or DEFAULT_WHEEL_HOME).resolve()
@@ -91,15 +94,24 @@ def find_install(home: Path | None = None) -> TritonInstall:
             f"v2bgm-serve: no tritonserver at {server}; run `make setup` (it unpacks the "
             f"nvidia-pytriton wheel there) or set {WHEEL_HOME_ENV}"
         )
-    version = f"{sys.version_info.major}.{sys.version_info.minor}"
+    python, version = sys.executable, f"{sys.version_info.major}.{sys.version_info.minor}"
+    libdir = str(sysconfig.get_config_var("LIBDIR"))
+    if os.environ.get("V2BGM_STUB_PYTHON"):  # not resolved: that venv's bin/ goes on PATH
+        python = os.path.abspath(os.environ["V2BGM_STUB_PYTHON"])
+        query = (
+            "import sys, sysconfig; print(*sys.version_info[:2], sep='.'); "
+            "print(sysconfig.get_config_var('LIBDIR'))"
+        )
+        found = subprocess.run([python, "-c", query], capture_output=True, text=True, check=True)
+        version, libdir = found.stdout.splitlines()
     stub = root / "python_backend_stubs" / version / "triton_python_backend_stub"
     target = root / "backends" / "python" / "triton_python_backend_stub"
     if not target.exists() or target.read_bytes() != stub.read_bytes():
         shutil.copy2(stub, target)
-    libs = [str(home / "nvidia_pytriton.libs"), str(sysconfig.get_config_var("LIBDIR"))]
+    libs = [str(home / "nvidia_pytriton.libs"), libdir]
     env = {
         "LD_LIBRARY_PATH": os.pathsep.join([*libs, os.environ.get("LD_LIBRARY_PATH", "")]),
-        "PATH": os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")]),
+        "PATH": os.pathsep.join([str(Path(python).parent), os.environ.get("PATH", "")]),
     }
     return TritonInstall(server, root / "backends", env)
 

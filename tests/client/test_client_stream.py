@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 
 import numpy as np
@@ -178,3 +179,60 @@ def test_progress_view_shows_stage_candidate_music_and_eta():
     assert "clip.mp4 2/2: composing (stage 1)" in text
     assert "15.0/30.0 s of music" in text and "ETA 1:15" in text
     assert ProgressView(enabled=False).enabled is False  # --quiet, or no terminal
+
+
+class FakeAioStream:
+    """tritonclient.grpc.aio's response iterator: the results, then the end of the call."""
+
+    def __init__(self, results: list[FakeResult], log: list[str]) -> None:
+        self.results, self.log = list(results), log
+
+    def __aiter__(self) -> FakeAioStream:
+        return self
+
+    async def __anext__(self) -> tuple[FakeResult, None]:
+        if self.results:
+            return self.results.pop(0), None
+        self.log.append("ended")  # the server's status came: the call is over
+        raise StopAsyncIteration
+
+    def cancel(self) -> None:
+        self.log.append("cancelled")
+
+
+class FakeAioClient:
+    def __init__(self, log: list[str]) -> None:
+        self.log = log
+
+    def stream_infer(self, requests, stream_timeout: float) -> FakeAioStream:
+        return FakeAioStream([event_result(e) for e in EVENTS], self.log)
+
+    async def close(self) -> None:
+        self.log.append("closed")  # cancels a call still open
+
+
+@pytest.mark.parametrize("leave_after", [None, 1])
+def test_asyncio_stream_ends_its_call_before_closing(monkeypatch, leave_after):
+    # Done arrives before the call's OK status: closing the channel right away would cancel a
+    # finished request (Triton 2.51's streaming stub may then fail to shut down). A caller that
+    # leaves early cancels on purpose.
+    from v2bgm_client import aio
+
+    log: list[str] = []
+    monkeypatch.setattr(aio, "open_client", lambda module, url, tls: FakeAioClient(log))
+
+    async def consume() -> list[events.Event]:
+        got = []
+        stream = aio.stream_events("h:1", {})
+        async for event in stream:
+            got.append(event)
+            if len(got) == leave_after:
+                break
+        await stream.aclose()
+        return got
+
+    got = asyncio.run(consume())
+    if leave_after is None:
+        assert got == EVENTS and log == ["ended", "closed"]
+    else:
+        assert got == EVENTS[:1] and log == ["cancelled", "closed"]
