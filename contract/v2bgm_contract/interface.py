@@ -80,6 +80,9 @@ SAMPLE_RATE = TensorSpec("SAMPLE_RATE", "INT32", (1,))
 # Sent only to callers that ask for this output.
 STEMS = TensorSpec("STEMS", "FP32", (2, -1))
 STEM_ROWS = ("instrumental", "vocal")
+# The composer's seconds per stage of this request, as JSON {"stage1": 12.3, ...}: stage names
+# are the composer's own. Sent only to callers that ask (the streaming model does).
+TIMINGS = TensorSpec("TIMINGS", "BYTES", (1,))
 # Steering the captioner (all optional): vocals and lyrics, a free-text hint, tags to keep.
 VOCALS = TensorSpec("VOCALS", "BOOL", (1,), optional=True)
 HINT = TensorSpec("HINT", "BYTES", (1,), optional=True)
@@ -107,7 +110,7 @@ CAPTIONER = ModelSpec(
 COMPOSER = ModelSpec(
     COMPOSER_MODEL,
     inputs=(TAGS, LYRICS, DURATION_S, SEED),
-    outputs=(AUDIO, SAMPLE_RATE, STEMS),
+    outputs=(AUDIO, SAMPLE_RATE, STEMS, TIMINGS),
     max_batch_size=CAPTIONER_MAX_BATCH,  # an ensemble's batch size bounds its steps'
 )
 PIPELINE = ModelSpec(

@@ -1,9 +1,20 @@
-"""The composer's model-agnostic interface: what any music model (YuE v1 today) must offer."""
+"""The composer port: what a served music model offers, whatever model it is (YuE v1 today).
+
+The served model (`v2bgm.triton.handlers.ComposerHandler`) knows composers only through this
+port and the registry (`v2bgm.composers`): it hands each request over with `submit` and answers
+it when `done` is called, from whichever thread the composer uses. The composer reports its line
+for a slot to `meter` and its costs per stage in `Music.stats`; `stages` names those stages, so
+the metrics follow a composer's own pipeline.
+
+Adding a composer: a package with a class that satisfies `Composer` and a loader
+(`Loader`), one line in `v2bgm.composers.BUILT_IN`, and the model config's `composer` value.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Protocol
 
 import numpy as np
@@ -11,7 +22,7 @@ import numpy as np
 
 @dataclass(frozen=True)
 class MusicRequest:
-    tags: str  # style tags, space separated (YuE's genre/instrument/mood/gender/timbre)
+    tags: str  # style tags, space separated (the captioner's vocabulary: v2bgm.tags)
     duration_s: float
     lyrics: str = ""  # empty: instrumental
     seed: int = 0
@@ -30,11 +41,13 @@ class Music:
     audio: np.ndarray  # float32 mono, exactly duration_s * sample_rate samples
     sample_rate: int
     stems: dict[str, np.ndarray] = field(default_factory=dict)
-    stats: dict[str, StageStats] = field(default_factory=dict)  # stage name -> cost
+    stats: dict[str, StageStats] = field(default_factory=dict)  # stage name -> cost, in order
 
 
 # progress(stage, fraction_done): called between steps; may raise to cancel the request.
 Progress = Callable[[str, float], None]
+# done(music or error): called once per submitted request, from the composer's thread.
+Done = Callable[[Music | BaseException], None]
 
 
 class Cancelled(Exception):
@@ -45,7 +58,55 @@ class Busy(Exception):
     """The composer cannot take another request now (every slot taken, the line full)."""
 
 
+class Meter(Protocol):
+    """What a composer reports of its line, from whichever thread
+    (v2bgm.triton.metrics.ModelMetrics records it)."""
+
+    def queued(self) -> None:
+        """A request joined the line for a slot."""
+
+    def started(self, waited_s: float) -> None:
+        """A request took a slot after `waited_s` seconds in the line."""
+
+    def ended(self) -> None:
+        """A started request was answered (music or error)."""
+
+
+class NoMeter:
+    """Reports nowhere (the default)."""
+
+    def queued(self) -> None:
+        pass
+
+    def started(self, waited_s: float) -> None:
+        pass
+
+    def ended(self) -> None:
+        pass
+
+
+@dataclass(frozen=True)
+class ComposerOptions:
+    """What the served model's config says of a composer."""
+
+    slots: int = 16  # requests computed at once
+    max_waiting: int = 8  # beyond the slots, before refusing with Busy
+
+
 class Composer(Protocol):
     sample_rate: int
+    stages: tuple[str, ...]  # the keys of Music.stats, in order
+    token_stages: tuple[str, ...]  # those of `stages` that generate tokens
+    slots: int  # requests computed at once
+    meter: Meter  # set by the served model before the first request
 
-    def compose(self, request: MusicRequest, progress: Progress | None = None) -> Music: ...
+    def submit(self, request: MusicRequest, progress: Progress | None, done: Done) -> None:
+        """Start a composition; `done` gets its music or its error later. Raises Busy at
+        once when there is no room."""
+
+    def close(self) -> None:
+        """Stop taking requests; those admitted are still answered."""
+
+
+# (weights folder, device such as "cuda:0" or "cpu", options) -> a composer ready to serve
+Loader = Callable[[Path, str, ComposerOptions], Composer]

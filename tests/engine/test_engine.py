@@ -1,4 +1,4 @@
-"""The static engine against the `generate`-based path it replaces, on tiny weights (CPU).
+"""YuE's stages on the engine against the `generate`-based reference path, on tiny weights (CPU).
 
 Greedy decoding must give exactly the reference path's tokens (stage 1 with CFG, both blocking
 modes; stage 2); sampling must depend on a request's seed alone, whatever shares its batch.
@@ -14,9 +14,8 @@ from tests.parity import reference
 from v2bgm.composer import Cancelled
 from v2bgm.engine.llama import Part, StaticLlama
 from v2bgm.engine.sampling import exponential_noise
-from v2bgm.engine.stage1 import Stage1Engine, Stage1Job
-from v2bgm.engine.stage2 import Stage2Engine
 from v2bgm.yue import tokens
+from v2bgm.yue.reference import GenerateStage1, GenerateStage2
 from v2bgm.yue.stage1 import Stage1, Stage1Settings
 from v2bgm.yue.stage2 import Stage2
 
@@ -24,9 +23,9 @@ SEGMENT_TOKENS = 110  # several segments in a few hundred tokens
 SECTIONS = tokens.split_sections("[verse]\nlights on the water\n[chorus]\nwe run\n")
 
 
-def engine(model, tokenizer, slots: int = 4, **settings) -> Stage1Engine:
+def engine(model, tokenizer, slots: int = 4, **settings) -> Stage1:
     s = Stage1Settings(max_segment_tokens=SEGMENT_TOKENS, **settings)
-    return Stage1Engine(StaticLlama(model), tokenizer, s, slots=slots)
+    return Stage1(StaticLlama(model), tokenizer, s, slots=slots)
 
 
 @torch.inference_mode()
@@ -51,7 +50,9 @@ def test_stage1_greedy_equals_generate_path(stage1_model, tokenizer, reference_b
     settings = {"do_sample": False, "reference_blocking": reference_blocking}
     frames = len(SECTIONS) * SEGMENT_TOKENS // 2
     s = Stage1Settings(max_segment_tokens=SEGMENT_TOKENS, **settings)
-    expected = Stage1(stage1_model, tokenizer, s).generate("pop piano", SECTIONS, frames, seed=11)
+    expected = GenerateStage1(stage1_model, tokenizer, s).generate(
+        "pop piano", SECTIONS, frames, seed=11
+    )
     got = engine(stage1_model, tokenizer, **settings).generate(
         "pop piano", SECTIONS, frames, seed=11
     )
@@ -75,7 +76,7 @@ def test_stage1_context_past_the_window_refills_the_slot(stage1_model, tokenizer
     settings = {"do_sample": False, "context_window": 400}
     frames = 4 * SEGMENT_TOKENS // 2
     s = Stage1Settings(max_segment_tokens=SEGMENT_TOKENS, **settings)
-    expected = Stage1(stage1_model, tokenizer, s).generate("jazz", SECTIONS, frames, seed=1)
+    expected = GenerateStage1(stage1_model, tokenizer, s).generate("jazz", SECTIONS, frames, seed=1)
     got = engine(stage1_model, tokenizer, **settings).generate("jazz", SECTIONS, frames, seed=1)
     np.testing.assert_array_equal(got.ids, expected.ids)
 
@@ -83,7 +84,7 @@ def test_stage1_context_past_the_window_refills_the_slot(stage1_model, tokenizer
 def test_stage1_sampling_depends_on_the_seed_alone(stage1_model, tokenizer):
     eng = engine(stage1_model, tokenizer, slots=4)
     alone = [eng.generate("rock guitar", SECTIONS, 80, seed=s).ids for s in (1, 2, 3)]
-    jobs = eng.run([Stage1Job("rock guitar", SECTIONS, 80, s) for s in (3, 1, 2)])
+    jobs = eng.run([eng.job("rock guitar", SECTIONS, 80, s) for s in (3, 1, 2)])
     together = {job.seed: job.result.ids for job in jobs}
     for seed, ids in zip((1, 2, 3), alone, strict=True):
         np.testing.assert_array_equal(together[seed], ids)
@@ -97,9 +98,9 @@ def test_stage1_sampling_depends_on_the_seed_alone(stage1_model, tokenizer):
 
 def test_more_requests_than_slots_wait_for_a_free_one(stage1_model, tokenizer):
     eng = engine(stage1_model, tokenizer, slots=2)
-    jobs = eng.run([Stage1Job("pop", SECTIONS, 30, seed) for seed in range(5)])
+    jobs = eng.run([eng.job("pop", SECTIONS, 30, seed) for seed in range(5)])
     assert all(job.result is not None and len(job.result.vocal) == 30 for job in jobs)
-    assert eng.active == 0
+    assert eng.decoder.active == 0
 
 
 def test_a_cancelled_request_frees_its_slot_and_spares_the_others(stage1_model, tokenizer):
@@ -112,12 +113,10 @@ def test_a_cancelled_request_frees_its_slot_and_spares_the_others(stage1_model, 
             raise Cancelled("caller went away")
 
     expected = eng.generate("pop", SECTIONS, 40, seed=9).ids
-    jobs = eng.run(
-        [Stage1Job("pop", SECTIONS, 40, 9), Stage1Job("pop", SECTIONS, 40, 5, cancel_soon)]
-    )
+    jobs = eng.run([eng.job("pop", SECTIONS, 40, 9), eng.job("pop", SECTIONS, 40, 5, cancel_soon)])
     assert isinstance(jobs[1].error, Cancelled) and jobs[1].result is None
     np.testing.assert_array_equal(jobs[0].result.ids, expected)
-    assert eng.active == 0 and len(calls) == 5
+    assert eng.decoder.active == 0 and len(calls) == 5
 
 
 def test_noise_is_exponential_and_a_pure_function():
@@ -134,8 +133,8 @@ def test_stage2_equals_generate_path_over_tracks_and_short_chunks(stage2_model):
     rng = np.random.default_rng(0)
     chunk = tokens.STAGE2_CHUNK_FRAMES
     tracks = [rng.integers(0, 1024, chunk + 17), rng.integers(0, 1024, 9)]
-    expected = [Stage2(stage2_model).fill(t) for t in tracks]
-    got = Stage2Engine(StaticLlama(stage2_model), rows=4).fill_many(tracks)
+    expected = [GenerateStage2(stage2_model).fill(t) for t in tracks]
+    got = Stage2(StaticLlama(stage2_model), rows=4).fill_many(tracks)
     for e, g in zip(expected, got, strict=True):
         np.testing.assert_array_equal(g, e)
 
@@ -146,7 +145,7 @@ def test_stage2_equals_reference_per_frame_generate(stage2_model):
     ref = reference.stage2_generate(
         stage2_model, tokens.codes_to_ids(cb0[None]), vocab_end=stage2_model.config.vocab_size
     )
-    got = Stage2Engine(StaticLlama(stage2_model), rows=2).fill(cb0)
+    got = Stage2(StaticLlama(stage2_model), rows=2).fill(cb0)
     np.testing.assert_array_equal(
         got, tokens.repair_codes(tokens.ids_to_codes(tokens.unflatten_frames(ref[0], 8)))
     )

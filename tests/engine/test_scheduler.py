@@ -9,7 +9,7 @@ import pytest
 
 from v2bgm.composer import Busy, Cancelled, Music, MusicRequest
 from v2bgm.yue.composer import YuEComposer
-from v2bgm.yue.scheduler import ComposerScheduler
+from v2bgm.yue.scheduler import YuEScheduler
 
 WAIT_S = 300  # generous: a shared 2-core machine
 
@@ -46,7 +46,7 @@ class Recorder:
             self.low = min(self.low, self.composing)
 
 
-def collect(scheduler: ComposerScheduler, requests, progress=None):
+def collect(scheduler: YuEScheduler, requests, progress=None):
     results: dict[int, Music | BaseException] = {}
     finished = threading.Event()
 
@@ -68,7 +68,8 @@ def test_concurrent_requests_equal_one_at_a_time(composer):
     requests = [MusicRequest("pop piano", 0.6 + 0.2 * i, seed=i) for i in range(4)]
     alone = [composer.compose(r) for r in requests]
     meter = Recorder()
-    scheduler = ComposerScheduler(composer, max_waiting=4, meter=meter)  # 2 slots: two wait
+    scheduler = YuEScheduler(composer, max_waiting=4)  # 2 slots: two wait
+    scheduler.meter = meter
     try:
         together = collect(scheduler, requests)
     finally:
@@ -87,7 +88,8 @@ def test_concurrent_requests_equal_one_at_a_time(composer):
 
 def test_beyond_slots_and_line_is_refused_at_once(composer):
     meter = Recorder()
-    scheduler = ComposerScheduler(composer, max_waiting=0, meter=meter)
+    scheduler = YuEScheduler(composer, max_waiting=0)
+    scheduler.meter = meter
     release = threading.Event()
 
     def hold(stage: str, fraction: float) -> None:
@@ -111,7 +113,7 @@ def test_a_cancelled_request_ends_alone(composer):
     def cancel(stage: str, fraction: float) -> None:
         raise Cancelled("the caller went away")
 
-    scheduler = ComposerScheduler(composer, max_waiting=2)
+    scheduler = YuEScheduler(composer, max_waiting=2)
     try:
         kept, gone = collect(
             scheduler,
@@ -121,4 +123,4 @@ def test_a_cancelled_request_ends_alone(composer):
     finally:
         scheduler.close()
     assert isinstance(kept, Music) and isinstance(gone, Cancelled)
-    assert composer.stage1.active == 0
+    assert composer.stage1.decoder.active == 0

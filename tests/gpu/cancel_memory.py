@@ -38,7 +38,17 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=Path("."))
     args = parser.parse_args()
 
-    handler = ComposerHandler.load(args.weights, "cuda:0")
+    handler = ComposerHandler.load(args.weights, "cuda:0", {"slots": "2"})
+
+    def compose(inputs: dict, progress=None) -> object:
+        answered: list = []
+        done = threading.Event()
+        handler.submit(
+            inputs, progress, lambda result, _cost: (answered.append(result), done.set())
+        )
+        assert done.wait(600), "no answer"
+        return answered[0]
+
     request = {
         "TAGS": np.array([[b"pop piano calm"]], np.object_),
         "DURATION_S": np.array([[LONG_MUSIC_S]], np.float32),
@@ -46,7 +56,7 @@ def main() -> None:
     }
     # A short composition first: cuBLAS's workspace and other one-time allocations stay.
     warm_up = {**request, "DURATION_S": np.array([[WARM_UP_MUSIC_S]], np.float32)}
-    handler.batch([warm_up])
+    compose(warm_up)
     torch.cuda.empty_cache()
     torch.cuda.synchronize()
     before = (torch.cuda.memory_allocated(), torch.cuda.memory_reserved())
@@ -65,7 +75,7 @@ def main() -> None:
             threading.Thread(target=channel.cancel).start()  # as the streaming model does
         report(stage, fraction)
 
-    (result,) = handler.batch([request], [progress])
+    result = compose(request, progress)
     answered_s = time.perf_counter() - at_cancel["time"]
     torch.cuda.synchronize()
     after = (torch.cuda.memory_allocated(), torch.cuda.memory_reserved())
@@ -85,6 +95,7 @@ def main() -> None:
             "after": megabytes(after[1]),
         },
     }
+    handler.close()
     print(json.dumps(summary, indent=2))
     (args.out / "cancel_memory.json").write_text(json.dumps(summary, indent=2))
     assert summary["cancelled"] and answered_s < 1.0

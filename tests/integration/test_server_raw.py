@@ -10,7 +10,7 @@ import tritonclient.grpc as grpcclient
 from tritonclient.utils import InferenceServerException
 from v2bgm_contract import interface as contract
 
-from v2bgm.yue.tags import FAMILIES, INSTRUMENTAL_FAMILIES, vocabulary
+from v2bgm.tags import FAMILIES, INSTRUMENTAL_FAMILIES, vocabulary
 
 pytestmark = pytest.mark.server
 

@@ -8,8 +8,8 @@ import torch
 
 from tests.parity import reference
 from v2bgm.yue import tokens
-from v2bgm.yue.stage1 import Stage1, Stage1Settings
-from v2bgm.yue.stage2 import Stage2
+from v2bgm.yue.reference import GenerateStage1, GenerateStage2
+from v2bgm.yue.stage1 import Stage1Settings
 
 SEGMENT_TOKENS = 110  # short segments keep the reference's prefix recomputation affordable
 SECTIONS = tokens.split_sections("[verse]\nlights on the water\n[chorus]\nwe run\n")
@@ -40,7 +40,7 @@ def test_stage1_matches_reference_loop(stage1_model, tokenizer, do_sample):
     settings = Stage1Settings(
         max_segment_tokens=SEGMENT_TOKENS, do_sample=do_sample, reference_blocking=True
     )
-    ours = Stage1(stage1_model, tokenizer, settings)
+    ours = GenerateStage1(stage1_model, tokenizer, settings)
     frames = len(SECTIONS) * SEGMENT_TOKENS // 2
     out = ours.generate("pop piano", SECTIONS, frames, seed=11)
     torch.manual_seed(11)
@@ -51,7 +51,9 @@ def test_stage1_matches_reference_loop(stage1_model, tokenizer, do_sample):
 
 
 def test_stage1_intent_allows_only_codebook0_and_eoa(stage1_model, tokenizer):
-    ours = Stage1(stage1_model, tokenizer, Stage1Settings(max_segment_tokens=SEGMENT_TOKENS))
+    ours = GenerateStage1(
+        stage1_model, tokenizer, Stage1Settings(max_segment_tokens=SEGMENT_TOKENS)
+    )
     out = ours.generate("pop piano", SECTIONS[:1], SEGMENT_TOKENS // 2, seed=3)
     generated = out.ids[np.flatnonzero(out.ids == tokens.XCODEC_SEP)[0] + 1 :]
     first, last = tokens.codebook_range(0)
@@ -64,7 +66,7 @@ def test_stage2_matches_reference_per_frame_generate(stage2_model):
     cb0 = rng.integers(*tokens.codebook_range(0), size=(2, 12))
     vocab = stage2_model.config.vocab_size
     ref = reference.stage2_generate(stage2_model, cb0, vocab_end=vocab)
-    ours = Stage2(stage2_model)._teacher_force(cb0)
+    ours = GenerateStage2(stage2_model)._teacher_force(cb0)
     for row in range(2):
         np.testing.assert_array_equal(ours[row], tokens.unflatten_frames(ref[row], 8))
 

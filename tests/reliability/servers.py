@@ -42,6 +42,12 @@ def render_repository(
     if contract.PIPELINE_MODEL in models:  # the ensemble's steps must be there too
         (out / contract.PIPELINE_MODEL / "1").mkdir(parents=True)
         (out / contract.PIPELINE_MODEL / "config.pbtxt").write_text(model_configs.pipeline_config())
+    if contract.STREAM_MODEL in models:  # it calls the captioner and the composer
+        shutil.copytree(
+            ROOT / "model_repository" / contract.STREAM_MODEL / "1",
+            out / contract.STREAM_MODEL / "1",
+        )
+        (out / contract.STREAM_MODEL / "config.pbtxt").write_text(model_configs.stream_config())
     return out
 
 

@@ -25,6 +25,7 @@ from tests.conftest import TINY_WEIGHTS
 from tests.reliability.probes import metric
 from tests.reliability.servers import start_server
 from v2bgm.triton import metrics
+from v2bgm.yue import composer as yue
 
 pytestmark = pytest.mark.server
 
@@ -47,8 +48,10 @@ MODEL_PY = textwrap.dedent(
 
     class TritonPythonModel:
         def initialize(self, args):
-            # the composer's name: its line (waiting, queue seconds) and stages are declared
-            self.metrics = metrics.ModelMetrics(pb_utils, "{contract.COMPOSER_MODEL}", "1")
+            # as the composer declares itself: its stages, and a line of its own
+            self.metrics = metrics.ModelMetrics(
+                pb_utils, "{contract.COMPOSER_MODEL}", "1", {yue.STAGES}, {yue.TOKEN_STAGES}, True
+            )
             self.metrics.ready(True, 2)
 
         def life(self, rounds):

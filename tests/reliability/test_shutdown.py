@@ -26,12 +26,16 @@ from v2bgm_contract import events
 
 from tests.conftest import ROOT, free_port
 from tests.reliability.probes import stub_pids, tritonserver_of, wait_until_composing
-from v2bgm.serve import EXIT_TIMEOUT_S, KILL_MARGIN_S, SHM_DIR, STUB_SHM_ARG
+from v2bgm.serve import KILL_MARGIN_S, SHM_DIR, STUB_SHM_ARG
 from v2bgm.triton.progress_channel import channel_root
 
 pytestmark = pytest.mark.server
 
 MUSIC_S = 8.0  # seconds of music: still composing at SIGTERM, done well within the exit timeout
+# The exit timeout of the test that lets requests finish: 24 s were measured idle for MUSIC_S, and
+# a 2-core machine busy with other test runs took past the image's 30 s (the launcher then kills
+# tritonserver: exit 137), so that test gives Triton room instead of racing the machine's load.
+IN_FLIGHT_EXIT_TIMEOUT_S = 150
 LONG_MUSIC_S = 120.0  # far longer than SHORT_EXIT_TIMEOUT_S
 SHORT_EXIT_TIMEOUT_S = 2
 REQUEST_TIMEOUT_S = 300.0
@@ -102,7 +106,7 @@ def stream_call(url: str, music_s: float) -> Callable[[], object]:
 
 
 def test_sigterm_lets_requests_in_flight_finish_and_leaves_no_stub(launch):
-    served = launch()
+    served = launch(f"--exit-timeout-secs={IN_FLIGHT_EXIT_TIMEOUT_S}")
     calls = [ensemble_call(served.grpc_url, MUSIC_S), stream_call(served.grpc_url, MUSIC_S)]
     requests = [InFlight(call) for call in calls]
     for request in requests:
@@ -110,7 +114,7 @@ def test_sigterm_lets_requests_in_flight_finish_and_leaves_no_stub(launch):
     wait_until_composing(served.metrics_port, requests=len(requests))
     start = time.monotonic()
     served.process.send_signal(signal.SIGTERM)
-    assert served.process.wait(EXIT_TIMEOUT_S + EXIT_MARGIN_S) == 0
+    assert served.process.wait(IN_FLIGHT_EXIT_TIMEOUT_S + EXIT_MARGIN_S) == 0
     stopped_s = time.monotonic() - start
     for request in requests:
         request.join(REQUEST_TIMEOUT_S)
@@ -120,7 +124,7 @@ def test_sigterm_lets_requests_in_flight_finish_and_leaves_no_stub(launch):
     assert isinstance(streamed, list) and isinstance(streamed[-1], events.Done), streamed
     after = [round(request.at - start, 1) for request in requests]
     print(f"exit {stopped_s:.1f} s after SIGTERM; ensemble, stream answered after {after} s")
-    assert stopped_s < EXIT_TIMEOUT_S
+    assert stopped_s < IN_FLIGHT_EXIT_TIMEOUT_S
     assert stub_pids(served.server_pid) == []
 
 

@@ -11,6 +11,14 @@ from v2bgm_contract import interface as contract
 
 from v2bgm.composer import StageStats
 from v2bgm.triton import metrics
+from v2bgm.triton.handlers import CaptionerHandler
+from v2bgm.yue import composer as yue
+
+# what each served model declares: the captioner's handler, the composer's own stages
+DECLARED = {
+    contract.COMPOSER_MODEL: (yue.STAGES, yue.TOKEN_STAGES, True),
+    contract.CAPTIONER_MODEL: (CaptionerHandler.stages, CaptionerHandler.token_stages, False),
+}
 
 
 class FakeMetric:
@@ -47,7 +55,8 @@ def fake_pb_utils() -> tuple[SimpleNamespace, dict[str, list[FakeMetric]]]:
 
 def recorder(model: str) -> tuple[metrics.ModelMetrics, dict[str, list[FakeMetric]]]:
     pb_utils, series = fake_pb_utils()
-    return metrics.ModelMetrics(pb_utils, model, "1"), series
+    stages, token_stages, line = DECLARED[model]
+    return metrics.ModelMetrics(pb_utils, model, "1", stages, token_stages, line), series
 
 
 def value(series: dict[str, list[FakeMetric]], name: str) -> float:
@@ -93,9 +102,27 @@ def test_answers_count_outcomes_for_the_rules() -> None:
     """The rules count music made as answered minus failed (Triton's success counter counts the
     composer's requests when it takes them)."""
     recorded, series = recorder(contract.COMPOSER_MODEL)
-    recorded.answered(metrics.Outcome(stages={metrics.STAGE1: StageStats(3.0, 150)}, audio_s=3.0))
+    recorded.answered(metrics.Outcome(stages={"stage1": StageStats(3.0, 150)}, audio_s=3.0))
     recorded.answered(metrics.Outcome(metrics.UNAVAILABLE))
     failures = {m.labels[metrics.REASON_LABEL]: m.value for m in series[metrics.FAILURES]}
     assert value(series, metrics.REQUESTS) - sum(failures.values()) == 1
     assert failures[metrics.UNAVAILABLE] == 1
     assert value(series, metrics.AUDIO_SECONDS) == pytest.approx(3.0)
+
+
+def test_stage_series_follow_the_declared_stages() -> None:
+    """A second composer's own stage names get their series; nothing else does."""
+    pb_utils, series = fake_pb_utils()
+    warned: list[str] = []
+    recorded = metrics.ModelMetrics(
+        pb_utils, "music_composer", "1", ("sketch", "render"), ("sketch",), True, warned.append
+    )
+    stages = {m.labels[metrics.STAGE_LABEL] for m in series[metrics.STAGE_SECONDS]}
+    assert stages == {"sketch", "render"}
+    assert {m.labels[metrics.STAGE_LABEL] for m in series[metrics.TOKENS]} == {"sketch"}
+    recorded.answered(
+        metrics.Outcome(stages={"sketch": StageStats(1.0, 7), "other": StageStats(1)})
+    )
+    (sketch,) = [m for m in series[metrics.TOKENS] if m.labels[metrics.STAGE_LABEL] == "sketch"]
+    assert sketch.value == 7
+    assert warned == ["metrics: stage 'other' was not declared; not recorded"]

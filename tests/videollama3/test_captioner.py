@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 from transformers.video_utils import VideoMetadata
 
+from v2bgm.tags import FAMILIES, UnknownTag, families_for, resolve, vocabulary
 from v2bgm.videollama3 import prompt
 from v2bgm.videollama3.captioner import CaptionRequest, VideoCaptioner
-from v2bgm.yue.tags import FAMILIES, UnknownTag, families_for, resolve, vocabulary
 
 SEEDS = 100
 BATCH = 4

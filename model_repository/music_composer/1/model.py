@@ -1,9 +1,9 @@
-"""Triton adapter of the composer: tags, lyrics, duration, seed -> YuE music (see v2bgm.yue)."""
+"""Triton adapter of the composer: tags, lyrics, duration, seed -> music, from the composer the
+config's `composer` parameter names (v2bgm.composers; YuE v1 by default)."""
 
-from v2bgm.triton.backend import BackendModel
+from v2bgm.triton.backend import ConcurrentModel
 from v2bgm.triton.handlers import ComposerHandler
 
 
-class TritonPythonModel(BackendModel):
-    def __init__(self) -> None:
-        super().__init__(ComposerHandler.load)
+class TritonPythonModel(ConcurrentModel):
+    load = staticmethod(ComposerHandler.load)

@@ -3,8 +3,8 @@ N seconds of music of one track, in one process, as a JSON report.
 
     python -m v2bgm.bench.decode_onnx --weights models/full --device cuda --music-s 30
 
-- torch: `YuEComposer.decode` as served (`load_decoder` on --device, fp32 as the composer loads
-  X-Codec and the vocoder), whole and by part (X-Codec, vocoder);
+- torch: `YuEComposer.decode_tracks` as served (`load_decoder` on --device, fp32 as the
+  composer loads X-Codec and the vocoder), whole and by part (X-Codec, vocoder);
 - onnxruntime: the graphs of `v2bgm.yue.onnx_export`, exported here from a CPU copy of the same
   weights, on every execution provider `onnxruntime.get_available_providers()` lists (each with
   the CPU provider behind it for nodes it lacks), the same decode around them (clamp, recombine);
@@ -73,7 +73,7 @@ def torch_decode(weights: Path, device: str, codes: np.ndarray, repeats: int) ->
     """The served decoding on `device`: results and timings, whole and by part."""
     composer = YuEComposer(None, None, *load_decoder(weights, device))  # type: ignore[arg-type]
     dev = torch.device(device)
-    (mix, stems), runs = timed(lambda: composer.decode({TRACK: codes}), dev, repeats)
+    (mix, stems), runs = timed(lambda: composer.decode_tracks({TRACK: codes}), dev, repeats)
     low, low_runs = timed(lambda: composer.codec.decode(codes), dev, repeats)
     vocode = lambda: composer.upsampler(composer.codec.embeddings(codes), track=TRACK)[0]  # noqa: E731
     _, vocoder_runs = timed(vocode, dev, repeats)
@@ -88,7 +88,7 @@ def torch_decode(weights: Path, device: str, codes: np.ndarray, repeats: int) ->
 
 
 def onnx_decode(decoder: onnx_export.OnnxTrackDecoder, codes: np.ndarray) -> dict:
-    """`YuEComposer.decode` for one track with the ONNX graphs in place of the torch modules."""
+    """`YuEComposer.decode_tracks` for one track, the ONNX graphs in place of torch modules."""
     low, stem = decoder(codes, TRACK)
     mix = recombine(np.clip(low, -CLAMP, CLAMP), np.clip(stem, -CLAMP, CLAMP))
     return {"audio_16k": low, "audio_44k": stem, "mix": mix}

@@ -5,8 +5,9 @@ all in one process on one device, as a JSON report.
 
 - floor: every stage-1 weight matrix read once per step (batch-2 GEMVs, one CUDA graph): the
   fastest a CFG step of one request can be on this card;
-- reference: `Stage1.generate` (`transformers` `generate` with CFG, as YuE's infer.py calls it);
-- engine: `Stage1Engine` with 1, 4 and 16 requests decoding together (CFG, sampling);
+- reference: `GenerateStage1.generate` (`transformers` `generate` with CFG, as YuE's infer.py
+  calls it; v2bgm.yue.reference);
+- engine: YuE's `Stage1` on the CFG decoder, 1, 4 and 16 requests decoding together;
 - stage 2 for N seconds of music (one track, and both tracks), X-Codec + vocoder for N seconds;
 - parity: greedy tokens of the engine against the generate path on the same weights.
 """
@@ -26,10 +27,10 @@ from transformers import AutoModelForCausalLM
 from v2bgm import checkpoints
 from v2bgm.devices import model_dtype
 from v2bgm.engine.llama import StaticLlama
-from v2bgm.engine.stage1 import Stage1Engine, Stage1Job
-from v2bgm.engine.stage2 import Stage2Engine
 from v2bgm.yue import tokens
+from v2bgm.yue.reference import GenerateStage1
 from v2bgm.yue.stage1 import Stage1, Stage1Settings
+from v2bgm.yue.stage2 import Stage2
 from v2bgm.yue.tokenizer import YuETokenizer
 
 TAGS = "cinematic orchestral piano uplifting"
@@ -89,7 +90,7 @@ def settings_for(new_tokens: int, greedy: bool = False) -> Stage1Settings:
 
 @torch.inference_mode()
 def reference_rate(model, tokenizer, new_tokens: int, device: torch.device) -> dict:
-    stage1 = Stage1(model, tokenizer, settings_for(new_tokens))
+    stage1 = GenerateStage1(model, tokenizer, settings_for(new_tokens))
     with Clock(device) as clock:
         out = stage1.generate(TAGS, SECTIONS, new_tokens // 2, seed=0)
     return {
@@ -100,9 +101,9 @@ def reference_rate(model, tokenizer, new_tokens: int, device: torch.device) -> d
 
 
 @torch.inference_mode()
-def engine_rate(engine: Stage1Engine, batch: int, new_tokens: int, device: torch.device) -> dict:
-    jobs = [Stage1Job(TAGS, SECTIONS, new_tokens // 2, seed) for seed in range(batch)]
-    engine.run([Stage1Job(TAGS, SECTIONS, 8, seed) for seed in range(batch)])  # warm prefill
+def engine_rate(engine: Stage1, batch: int, new_tokens: int, device: torch.device) -> dict:
+    jobs = [engine.job(TAGS, SECTIONS, new_tokens // 2, seed) for seed in range(batch)]
+    engine.run([engine.job(TAGS, SECTIONS, 8, seed) for seed in range(batch)])  # warm prefill
     with Clock(device) as clock:
         engine.run(jobs)
     made = sum(job.result.tokens for job in jobs)
@@ -117,22 +118,23 @@ def engine_rate(engine: Stage1Engine, batch: int, new_tokens: int, device: torch
 
 
 @torch.inference_mode()
-def kernel_profile(engine: Stage1Engine, steps: int = 3, top: int = 40) -> dict:
+def kernel_profile(engine: Stage1, steps: int = 3, top: int = 40) -> dict:
     """Kernels of eager decoding steps of one request (graphs off: the profiler sees each)."""
     from torch.profiler import ProfilerActivity, profile
 
-    engine.add(Stage1Job(TAGS, SECTIONS, 64, 0))
-    engine.graphs.enabled = False
-    engine.step()  # warm
+    decoder = engine.decoder
+    decoder.add(engine.job(TAGS, SECTIONS, 64, 0))
+    decoder.graphs.enabled = False
+    decoder.step()  # warm
     with profile(activities=[ProfilerActivity.CUDA]) as prof:
         for _ in range(steps):
-            engine.step()
+            decoder.step()
     torch.cuda.synchronize()
-    engine.graphs.enabled = True
-    engine.flush()
-    for job in list(engine.jobs):
-        if job is not None:
-            engine._release(job)
+    decoder.graphs.enabled = True
+    decoder.flush()
+    for row in list(decoder.rows):
+        if row is not None:
+            decoder._release(row)
     events = [e for e in prof.key_averages() if e.device_type.name == "CUDA"]
     events.sort(key=lambda e: e.device_time_total, reverse=True)
     total_us = sum(e.device_time_total for e in events) / steps
@@ -151,7 +153,7 @@ def kernel_profile(engine: Stage1Engine, steps: int = 3, top: int = 40) -> dict:
 
 
 @torch.inference_mode()
-def stage2_profile(engine: Stage2Engine, frames: int = 6, top: int = 25) -> dict:
+def stage2_profile(engine: Stage2, frames: int = 6, top: int = 25) -> dict:
     """Kernels of eager stage-2 frames (two chunks side by side), per forward."""
     from torch.profiler import ProfilerActivity, profile
 
@@ -180,9 +182,10 @@ def parity(model, engine_model, tokenizer, new_tokens: int) -> dict:
     (bf16 rounding differs between the two paths' kernels, and random weights give flat
     distributions, so a near-tie can flip late; fp32 tiny models agree exactly in make test)."""
     s = settings_for(new_tokens, greedy=True)
-    expected = Stage1(model, tokenizer, s).generate(TAGS, SECTIONS, new_tokens // 2, seed=0).ids
+    reference = GenerateStage1(model, tokenizer, s)
+    expected = reference.generate(TAGS, SECTIONS, new_tokens // 2, seed=0).ids
     got = (
-        Stage1Engine(engine_model, tokenizer, s, slots=1)
+        Stage1(engine_model, tokenizer, s, slots=1)
         .generate(TAGS, SECTIONS, new_tokens // 2, seed=0)
         .ids
     )
@@ -198,7 +201,7 @@ def parity(model, engine_model, tokenizer, new_tokens: int) -> dict:
 
 
 @torch.inference_mode()
-def stage2_seconds(engine: Stage2Engine, seconds: float, tracks: int, device) -> dict:
+def stage2_seconds(engine: Stage2, seconds: float, tracks: int, device) -> dict:
     rng = np.random.default_rng(0)
     frames = math.ceil(seconds * tokens.FRAME_RATE)
     codes = [rng.integers(0, tokens.CODEBOOK_SIZE, frames) for _ in range(tracks)]
@@ -215,9 +218,9 @@ def decode_seconds(weights: Path, seconds: float, device: str) -> dict:
     composer = YuEComposer(None, None, *load_decoder(weights, device))  # type: ignore[arg-type]
     rng = np.random.default_rng(0)
     codes = rng.integers(0, tokens.CODEBOOK_SIZE, (8, math.ceil(seconds * tokens.FRAME_RATE)))
-    composer.decode({"instrumental": codes})  # warm-up
+    composer.decode_tracks({"instrumental": codes})  # warm-up
     with Clock(torch.device(device)) as clock:
-        audio, _ = composer.decode({"instrumental": codes})
+        audio, _ = composer.decode_tracks({"instrumental": codes})
     return {"music_s": seconds, "seconds": clock.seconds, "samples": len(audio)}
 
 
@@ -252,28 +255,28 @@ def main(argv: list[str] | None = None) -> int:
     if report["floor_ms_per_cfg_step"]:
         report["floor_tokens_per_s"] = 1000 / report["floor_ms_per_cfg_step"]
     report["reference"] = reference_rate(s1, tokenizer, args.reference_tokens, device)
-    engine = Stage1Engine(static1, tokenizer, settings_for(args.tokens), slots=max(args.batches))
+    engine = Stage1(static1, tokenizer, settings_for(args.tokens), slots=max(args.batches))
     report["engine"] = [engine_rate(engine, b, args.tokens, device) for b in args.batches]
-    report["engine_graphs"] = len(engine.graphs)
+    report["engine_graphs"] = len(engine.decoder.graphs)
     one = report["engine"][0]["tokens_per_s_per_request"]
     report["speedup_vs_reference"] = one / report["reference"]["tokens_per_s"]
     if report.get("floor_tokens_per_s"):
         report["fraction_of_floor"] = one / report["floor_tokens_per_s"]
-    report["stage1_kv_cache_gib"] = (engine.cond.nbytes + engine.uncond.nbytes) / 2**30
+    report["stage1_kv_cache_gib"] = (
+        engine.decoder.cond.nbytes + engine.decoder.uncond.nbytes
+    ) / 2**30
     del engine
     # The same at the length of the music asked for (attention grows with the cache).
     music_tokens = int(args.music_s * tokens.STAGE1_TOKENS_PER_SECOND)
-    engine = Stage1Engine(
-        static1, tokenizer, settings_for(music_tokens), slots=max(args.long_batches)
-    )
+    engine = Stage1(static1, tokenizer, settings_for(music_tokens), slots=max(args.long_batches))
     report["engine_music_length"] = [
         engine_rate(engine, b, music_tokens, device) for b in args.long_batches
     ]
     del engine
-    engine = Stage1Engine(static1, tokenizer, settings_for(args.tokens), slots=1)
+    engine = Stage1(static1, tokenizer, settings_for(args.tokens), slots=1)
     if device.type == "cuda":
         report["profile_eager_step_batch1"] = kernel_profile(engine)
-        eager = Stage1Engine(
+        eager = Stage1(
             StaticLlama(s1, compile=False), tokenizer, settings_for(args.tokens), slots=1
         )
         report["engine_without_compile_batch1"] = engine_rate(eager, 1, args.tokens, device)
@@ -296,7 +299,7 @@ def main(argv: list[str] | None = None) -> int:
         del s1
         torch.cuda.empty_cache()
     s2 = AutoModelForCausalLM.from_pretrained(args.weights / checkpoints.YUE_STAGE2, dtype=dtype)
-    stage2 = Stage2Engine(StaticLlama(s2.to(device).eval()))
+    stage2 = Stage2(StaticLlama(s2.to(device).eval()))
     stage2_seconds(stage2, args.music_s, 1, device)  # compiles for these shapes
     report["stage2"] = [stage2_seconds(stage2, args.music_s, t, device) for t in (1, 2)]
     if device.type == "cuda":

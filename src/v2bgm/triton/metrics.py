@@ -5,13 +5,15 @@ Triton serves them on its metrics port next to its own `nv_*` metrics. The Prome
 (helm/v2bgm/files/prometheus-rules.yml), the Grafana dashboard and the tests use these names.
 
 Every metric is labelled with the model's name and version; a few add one label whose values come
-from a closed set below (`stage`, `reason`). Never a request id or anything a caller sent: each
-label value is a new time series in Prometheus.
+from a closed set (`reason` below; `stage`: the stage names its handler declares, the composer's
+own for the composer). Never a request id or anything a caller sent: each label value is a new
+time series in Prometheus.
 
-The composer answers through response senders after `execute` has returned (continuous batching,
-v2bgm.yue.scheduler), so Triton's own `nv_inference_*` series count its requests at admission and
-leave out the composition; its request-level metrics are these: answers and failures, the line
-for a slot (`WAITING`, `QUEUE_SECONDS`), the requests composing, and the slots.
+The composer answers through response senders after `execute` has returned (continuous
+batching, v2bgm.triton.backend.ConcurrentModel), so Triton's own `nv_inference_*` series count
+its requests at admission and leave out the composition; its request-level metrics are these:
+answers and failures, the line for a slot (`WAITING`, `QUEUE_SECONDS`), the requests composing,
+and the slots.
 
 This module does not import `triton_python_backend_utils` (it exists only inside the stub): the
 recorder takes it as an argument, so the names are importable anywhere.
@@ -57,13 +59,6 @@ VERSION_LABEL = "version"
 STAGE_LABEL = "stage"
 REASON_LABEL = "reason"
 
-CAPTIONING = "captioning"
-STAGE1 = "stage1"  # the last three are the keys of YuEComposer's Music.stats
-STAGE2 = "stage2"
-DECODE = "decode"
-STAGES = (CAPTIONING, STAGE1, STAGE2, DECODE)
-TOKEN_STAGES = (CAPTIONING, STAGE1, STAGE2)  # the stages that generate tokens
-
 INVALID_ARGUMENT = "invalid_argument"  # the caller's fault (Triton answers INVALID_ARGUMENT)
 INTERNAL = "internal"  # ours
 CANCELLED = "cancelled"  # the caller cancelled or went away (not an error of ours)
@@ -78,17 +73,13 @@ STAGE_BUCKETS_S = (
 )  # fmt: skip
 
 
-# Models whose requests wait in a line of their own (the scheduler's), not in Triton's queue.
-LINE_MODELS = (contract.COMPOSER_MODEL,)
-
-
 @dataclass(frozen=True)
 class MetricDef:
     name: str
     kind: str  # the MetricFamily kind: COUNTER, GAUGE or HISTOGRAM
     description: str
     extra_label: str | None = None  # STAGE_LABEL or REASON_LABEL
-    models: tuple[str, ...] | None = None  # the models that emit it; None: every model
+    line_only: bool = False  # only models with a line of their own (continuous batching)
 
 
 DEFINITIONS = (
@@ -102,16 +93,10 @@ DEFINITIONS = (
     MetricDef(READY, "GAUGE", "Model instances loaded and serving"),
     MetricDef(SLOTS, "GAUGE", "Requests the ready instances compute at once, at most"),
     # The composer's own line (its scheduler's; Triton's queue stays empty for it)
-    MetricDef(WAITING, "GAUGE", "Requests waiting for a slot", models=LINE_MODELS),
-    MetricDef(QUEUE_SECONDS, "HISTOGRAM", "Seconds waited for a slot", models=LINE_MODELS),
+    MetricDef(WAITING, "GAUGE", "Requests waiting for a slot", line_only=True),
+    MetricDef(QUEUE_SECONDS, "HISTOGRAM", "Seconds waited for a slot", line_only=True),
 )
 NAMES = tuple(d.name for d in DEFINITIONS)
-
-
-MODEL_STAGES = {
-    contract.CAPTIONER_MODEL: (CAPTIONING,),
-    contract.COMPOSER_MODEL: (STAGE1, STAGE2, DECODE),
-}
 
 
 @dataclass(frozen=True)
@@ -162,11 +147,18 @@ class ModelMetrics:
         pb_utils: ModuleType,
         model: str,
         version: str,
+        stages: tuple[str, ...],
+        token_stages: tuple[str, ...] = (),
+        waiting_line: bool = False,
         warn: Callable[[str], None] = print,
     ) -> None:
+        """`stages`: the stage names the model reports costs for (its handler's, so the
+        composer's own), `token_stages` those that generate tokens; `waiting_line`: the model
+        keeps its own line for a slot (continuous batching)."""
         self._families: dict[str, Any] = {}
         self._series: dict[tuple[str, str | None], Any] = {}
-        self.stages = MODEL_STAGES.get(model, ())
+        self.stages = tuple(stages)
+        self.token_stages = tuple(s for s in token_stages if s in self.stages)
         self._warn = warn
         self._undeclared: set[str] = set()
         self._slots = 0
@@ -174,7 +166,7 @@ class ModelMetrics:
         self._closed = False
         base = {MODEL_LABEL: model, VERSION_LABEL: version}
         for d in DEFINITIONS:
-            if d.models is not None and model not in d.models:
+            if d.line_only and not waiting_line:
                 continue
             family = pb_utils.MetricFamily(
                 name=d.name, description=d.description, kind=getattr(pb_utils.MetricFamily, d.kind)
@@ -187,7 +179,7 @@ class ModelMetrics:
 
     def _label_values(self, d: MetricDef) -> Iterable[str | None]:
         if d.extra_label == STAGE_LABEL:
-            return self.stages if d.name == STAGE_SECONDS else set(self.stages) & set(TOKEN_STAGES)
+            return self.stages if d.name == STAGE_SECONDS else self.token_stages
         if d.extra_label == REASON_LABEL:
             return FAILURE_REASONS
         return (None,)
@@ -218,7 +210,7 @@ class ModelMetrics:
         """`requests` (negative: fewer) start or stop being computed."""
         self._add(IN_GENERATION, requests)
 
-    # The composer's scheduler reports through these (v2bgm.yue.scheduler.Meter).
+    # A composer reports its line through these (it is its v2bgm.composer.Meter).
     def queued(self) -> None:
         """A request joined the line for a slot."""
         self._add(WAITING, 1)
@@ -244,7 +236,7 @@ class ModelMetrics:
             if stage not in self.stages:  # no new series at run time; say so once
                 if stage not in self._undeclared:
                     self._undeclared.add(stage)
-                    self._warn(f"metrics: stage {stage!r} is not in MODEL_STAGES; not recorded")
+                    self._warn(f"metrics: stage {stage!r} was not declared; not recorded")
                 continue
             self._record(STAGE_SECONDS, stage, cost.seconds, observe=True)
             if (TOKENS, stage) in self._series:

@@ -46,6 +46,7 @@ class PythonModel:
     # Continuous batching (the composer): requests decoding at once per instance, by instance
     # kind; beyond them `queue.max_size` wait in the model's own line, then UNAVAILABLE.
     slots: dict[str, int] | None = None
+    composer: str | None = None  # the composer to load (v2bgm.composers), for the composer
 
 
 # The captioner batches videos of different sizes (ragged inputs: the Python backend gets each
@@ -54,7 +55,9 @@ class PythonModel:
 # where steps cost in proportion to rows), 8 more wait; Triton's own queue barely fills.
 PYTHON_MODELS = (
     PythonModel(contract.CAPTIONER, CAPTIONER_QUEUE, batch_delay_us=20_000),
-    PythonModel(contract.COMPOSER, COMPOSER_QUEUE, slots={"KIND_GPU": 16, "KIND_CPU": 4}),
+    PythonModel(
+        contract.COMPOSER, COMPOSER_QUEUE, slots={"KIND_GPU": 16, "KIND_CPU": 4}, composer="yue-v1"
+    ),
 )
 
 # The ensemble's wiring: (model, {model input: ensemble tensor}, {model output: ensemble tensor}).
@@ -98,8 +101,12 @@ def python_model_config(model: PythonModel, kind: str) -> str:
         f"    default_timeout_microseconds: {model.queue.timeout_us}\n  }}\n}}\n"
     )
     parameters = ""
+    values: dict[str, object] = {}
+    if model.composer is not None:
+        values["composer"] = model.composer
     if model.slots is not None:
-        values = {"slots": model.slots[kind], "max_waiting": model.queue.max_size}
+        values |= {"slots": model.slots[kind], "max_waiting": model.queue.max_size}
+    if values:
         parameters = "".join(
             f'parameters {{ key: "{k}" value: {{ string_value: "{v}" }} }}\n'
             for k, v in values.items()

@@ -29,7 +29,6 @@ TOKEN_PATTERN = re.compile(r"[0-9a-f]{32}")
 PUBLISH_INTERVAL_S = 0.1  # progress comes per token; the reader polls at about this rate
 CANCEL_CHECK_INTERVAL_S = 0.05  # `request.is_cancelled()` asks the server: not every token
 SHM = Path("/dev/shm")
-FINISHED_STAGE = "finished"  # the last state a composer publishes, with its stage timings
 
 
 def channel_root(server_pid: int | None = None) -> Path:
@@ -88,9 +87,10 @@ class ProgressChannel:
 
 
 class ComposerReport:
-    """The composer's `Progress` for one request: publishes stage, fraction and stage timings
-    to the caller's channel (at most every PUBLISH_INTERVAL_S), and raises Cancelled once the
-    caller cancels, through the channel or as a Triton request (`is_cancelled`)."""
+    """The composer's `Progress` for one request: publishes its stage and the fraction done to
+    the caller's channel (at most every PUBLISH_INTERVAL_S), and raises Cancelled once the
+    caller cancels, through the channel or as a Triton request (`is_cancelled`). The stage
+    timings travel in the composer's answer (its TIMINGS output), not here."""
 
     def __init__(
         self,
@@ -103,17 +103,12 @@ class ComposerReport:
         self.clock = clock
         self.stage: str | None = None
         self.stage_started = 0.0
-        self.stages_s: dict[str, float] = {}  # finished stages -> seconds
         self.last_publish = self.last_check = float("-inf")
 
     def __call__(self, stage: str, fraction: float) -> None:
         now = self.clock()
         changed = stage != self.stage
         if changed:
-            if self.stage is not None:
-                self.stages_s[self.stage] = self.stages_s.get(self.stage, 0.0) + (
-                    now - self.stage_started
-                )
             self.stage, self.stage_started = stage, now
         if changed or now - self.last_check >= CANCEL_CHECK_INTERVAL_S:
             self.last_check = now
@@ -128,16 +123,9 @@ class ComposerReport:
                     "stage": stage,
                     "fraction": float(fraction),
                     "stage_started": self.stage_started,
-                    "stages_s": self.stages_s,
                     "time": now,
                 }
             )
-
-    def finished(self, stages_s: dict[str, float]) -> None:
-        """Publish the composer's own per-stage seconds (the callbacks only bracket them)."""
-        if self.channel is not None:
-            state = {"stage": FINISHED_STAGE, "fraction": 1.0, "stages_s": stages_s}
-            self.channel.publish({**state, "stage_started": self.clock(), "time": self.clock()})
 
 
 def request_progress(request: Any) -> Progress:

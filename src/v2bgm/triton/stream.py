@@ -12,6 +12,7 @@ Imported only inside Triton's Python-backend stub, where `triton_python_backend_
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 import traceback
 from typing import Any
@@ -24,10 +25,10 @@ from v2bgm_contract import interface as contract
 from v2bgm.composer import Cancelled
 from v2bgm.triton import stream_job
 from v2bgm.triton.eta import Eta
-from v2bgm.triton.progress_channel import CHANNEL_PARAMETER, FINISHED_STAGE, ProgressChannel
+from v2bgm.triton.progress_channel import CHANNEL_PARAMETER, ProgressChannel
 
 POLL_S = 0.1  # how often a composing stream forwards progress and checks for cancellation
-CAPTIONING = "captioning"  # the timing key of the captioner's stage
+CAPTIONING = "captioning"  # the timing key of the captioner's stage (its handler's stage name)
 
 
 class StepFailed(Exception):
@@ -167,7 +168,11 @@ class StreamModel:
         ]
         bls = pb_utils.InferenceRequest(
             model_name=contract.COMPOSER_MODEL,
-            requested_output_names=[contract.AUDIO.name, contract.SAMPLE_RATE.name],
+            requested_output_names=[
+                contract.AUDIO.name,
+                contract.SAMPLE_RATE.name,
+                contract.TIMINGS.name,
+            ],
             inputs=inputs,
             parameters={CHANNEL_PARAMETER: channel.token},
         )
@@ -194,8 +199,10 @@ class StreamModel:
         response = _checked(contract.COMPOSER_MODEL, response)
         audio = pb_utils.get_output_tensor_by_name(response, contract.AUDIO.name).as_numpy()[0]
         rate = pb_utils.get_output_tensor_by_name(response, contract.SAMPLE_RATE.name).as_numpy()
-        finished = state is not None and state.get("stage") == FINISHED_STAGE
-        stages_s = {k: float(v) for k, v in state["stages_s"].items()} if finished else {}
+        timings = json.loads(
+            _text(pb_utils.get_output_tensor_by_name(response, contract.TIMINGS.name))
+        )
+        stages_s = {str(stage): float(seconds) for stage, seconds in timings.items()}
         self.eta.learn(stages_s, job.duration_s)
         return audio, int(rate.reshape(-1)[0]), stages_s
 
@@ -210,8 +217,6 @@ class StreamModel:
     ) -> tuple[str, float] | None:
         """Send a progress event when the composer's stage or fraction moved; return what the
         client has now seen."""
-        if state is not None and state.get("stage") == FINISHED_STAGE:
-            return shown  # the answer is on its way
         if state is None:
             stage, fraction, stage_elapsed = None, 0.0, 0.0
         else:

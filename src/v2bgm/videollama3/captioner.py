@@ -19,9 +19,9 @@ from transformers.video_utils import VideoMetadata
 
 from v2bgm import checkpoints
 from v2bgm.devices import model_dtype
+from v2bgm.tags import families_for, resolve, vocabulary
 from v2bgm.videollama3 import prompt
 from v2bgm.videollama3.constrained import CAPTION, LYRICS, GrammarLogitsProcessor, GrammarParts
-from v2bgm.yue.tags import families_for, resolve, vocabulary
 
 # Frames one `generate` call takes (two videos at the 180-frame cap): peak memory of VideoLLaMA3-7B
 # on an H200 (bf16, `v2bgm.bench.captioner`) was 27.3 GiB for 2 x 180 frames and 39.5 GiB for

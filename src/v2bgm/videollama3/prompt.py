@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import math
 
-from v2bgm.yue.tags import families_for
+from v2bgm.tags import families_for
 
 SYSTEM = "You are a film composer's assistant. You watch a video and choose its background music."
 INSTRUCTION = (

@@ -1,19 +1,22 @@
-"""YuE v1 as a `Composer`: stage 1 -> stage 2 -> X-Codec + vocoder, exactly as long as asked.
+"""YuE v1's pipeline: stage 1 -> stage 2 -> X-Codec + vocoder, exactly as long as asked.
+
+A request travels as a `Composition` through four steps: `plan` (sections and frames), stage 1
+(its `Stage1Job` on the engine's decoder), `stage2` (several compositions' tracks share the same
+teacher-forcing steps) and `decode`. `compose` runs the steps for one request; the scheduler
+(`v2bgm.yue.scheduler`) moves many through the same steps at once.
 
 Decoding follows YuE's `infer.py`: each track's codes give 16 kHz audio (X-Codec, clamped to
 ±0.99 as the reference saves it) and 44.1 kHz audio (the vocoder, from the same RVQ embeddings);
 the 16 kHz mix gives the low band and the 44.1 kHz mix (clamped to ±0.99) the high band of the
 result (`postprocess.recombine`). Background music is the instrumental track alone; with lyrics
 the vocal track is added.
-
-Both LM stages run on the static engine (`v2bgm.engine`: KV-cache slots, CUDA graphs, CFG in one
-batched step) by default; `engine=False` keeps `transformers`' `generate`, the reference path.
 """
 
 from __future__ import annotations
 
 import math
 import time
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -21,44 +24,75 @@ import torch
 from transformers import AutoModelForCausalLM, XcodecModel
 
 from v2bgm import checkpoints
-from v2bgm.composer import Music, MusicRequest, Progress, StageStats
+from v2bgm.composer import Cancelled, Music, MusicRequest, Progress, StageStats
 from v2bgm.devices import model_dtype
 from v2bgm.engine.llama import StaticLlama
-from v2bgm.engine.stage1 import Stage1Engine, Stage1Job
-from v2bgm.engine.stage2 import Stage2Engine
-from v2bgm.yue import tokens
+from v2bgm.yue import stage1, stage2, tokens
 from v2bgm.yue.codec import XcodecDecoder
 from v2bgm.yue.postprocess import recombine
-from v2bgm.yue.stage1 import Stage1, Stage1Output
+from v2bgm.yue.stage1 import Stage1, Stage1Job
 from v2bgm.yue.stage2 import Stage2
 from v2bgm.yue.tokenizer import YuETokenizer
 from v2bgm.yue.vocoder import SAMPLE_RATE, Upsampler
 
+DECODE = "decode"
+STAGES = (stage1.STAGE, stage2.STAGE, DECODE)
+TOKEN_STAGES = (stage1.STAGE, stage2.STAGE)
 STAGE2_ROWS = 32  # 6-s chunks teacher-forced side by side: several requests' tracks at once
 WARM_UP_TAGS = "pop piano"
 WARM_UP_LYRICS = "[verse]\nla la la"
 FADE_OUT_S = 0.05  # the cut at the requested length gets a short fade, never a click
 CLAMP = 0.99  # infer.py's save_audio limit
+INSTRUMENTAL, VOCAL = "instrumental", "vocal"
+
+
+@dataclass
+class Composition:
+    """One request on its way through YuE's stages."""
+
+    request: MusicRequest
+    progress: Progress | None
+    sections: list[str]  # stage 1's lyrics sections (an instrumental form without lyrics)
+    frames: int  # codec frames of music to make
+    instrumental_only: bool
+    stage1: Stage1Job
+    codes: dict[str, np.ndarray] = field(default_factory=dict)  # stage 2's [8, T] per track
+    stats: dict[str, StageStats] = field(default_factory=dict)  # in stage order
+    error: BaseException | None = None
+    clock: float = field(default_factory=time.perf_counter)  # when its current stage began
+
+    def tracks(self) -> dict[str, np.ndarray]:
+        """Stage 1's codebook-0 tracks that stage 2 fills: background music is the
+        instrumental alone."""
+        result = self.stage1.result
+        assert result is not None
+        tracks = {INSTRUMENTAL: result.instrumental}
+        if not self.instrumental_only:
+            tracks[VOCAL] = result.vocal
+        return tracks
+
+    def lap(self, stage: str, tokens_made: int = 0) -> None:
+        """Record the stage that just ended; the next one starts now."""
+        now = time.perf_counter()
+        self.stats[stage] = StageStats(now - self.clock, tokens_made)
+        self.clock = now
 
 
 class YuEComposer:
+    stages = STAGES
+    token_stages = TOKEN_STAGES
+
     def __init__(
-        self,
-        stage1: Stage1 | Stage1Engine,
-        stage2: Stage2 | Stage2Engine,
-        codec: XcodecDecoder,
-        upsampler: Upsampler,
+        self, stage1: Stage1, stage2: Stage2, codec: XcodecDecoder, upsampler: Upsampler
     ) -> None:
         self.stage1 = stage1
-        self.stage2 = stage2
+        self.stage2_engine = stage2
         self.codec = codec
         self.upsampler = upsampler
         self.sample_rate = SAMPLE_RATE
 
     @classmethod
-    def from_pretrained(
-        cls, root: str | Path, device: str = "cpu", engine: bool = True, slots: int = 16
-    ) -> YuEComposer:
+    def from_pretrained(cls, root: str | Path, device: str = "cpu", slots: int = 16) -> YuEComposer:
         """`slots`: stage-1 requests the engine decodes side by side."""
         root = Path(root)
         dtype = model_dtype(device)
@@ -66,89 +100,73 @@ class YuEComposer:
         s2 = AutoModelForCausalLM.from_pretrained(root / checkpoints.YUE_STAGE2, dtype=dtype)
         s1, s2 = s1.to(device).eval(), s2.to(device).eval()
         tokenizer = YuETokenizer(root / checkpoints.YUE_TOKENIZER)
-        stage1: Stage1 | Stage1Engine = Stage1(s1, tokenizer)
-        stage2: Stage2 | Stage2Engine = Stage2(s2)
-        if engine:
-            stage1 = Stage1Engine(StaticLlama(s1), tokenizer, slots=slots)
-            stage2 = Stage2Engine(StaticLlama(s2), rows=STAGE2_ROWS)
-        return cls(stage1, stage2, *load_decoder(root, device))
+        return cls(
+            Stage1(StaticLlama(s1), tokenizer, slots=slots),
+            Stage2(StaticLlama(s2), rows=STAGE2_ROWS),
+            *load_decoder(root, device),
+        )
 
-    def compose(self, request: MusicRequest, progress: Progress | None = None) -> Music:
-        sections, frames, instrumental_only = self.plan(request)
-        clock = time.perf_counter()
-        out1 = self.stage1.generate(request.tags, sections, frames, request.seed, progress)
-        stage1_s = time.perf_counter() - clock
-        music = self.finish(request, out1, frames, instrumental_only, progress)
-        music.stats = {"stage1": StageStats(stage1_s, out1.tokens), **music.stats}
-        return music
-
-    def warm_up(self) -> None:
-        """Compile and capture the common shapes before the first request (on a GPU this
-        takes tens of seconds; a request would otherwise pay it)."""
-        request = MusicRequest(tags=WARM_UP_TAGS, duration_s=1.0, lyrics=WARM_UP_LYRICS)
-        self.compose(request)  # one request; stage 2 with two tracks
-        if isinstance(self.stage1, Stage1Engine):  # several requests decoding at once
-            sections, frames, _ = self.plan(request)
-            self.stage1.run([Stage1Job(request.tags, sections, frames, s) for s in range(2)])
-
-    @staticmethod
-    def plan(request: MusicRequest) -> tuple[list[str], int, bool]:
-        """Stage 1's sections and frames, and whether the music is instrumental only."""
+    # -- the steps ----------------------------------------------------------------------------
+    def plan(self, request: MusicRequest, progress: Progress | None = None) -> Composition:
+        """Stage 1's sections and frames; whether the music is instrumental only."""
         frames = math.ceil(request.duration_s * tokens.FRAME_RATE)
         sections = tokens.split_sections(request.lyrics) if request.lyrics.strip() else []
-        if not sections:
-            return tokens.split_sections(tokens.INSTRUMENTAL_LYRICS), frames, True
-        return sections, frames, False
+        instrumental_only = not sections
+        if instrumental_only:
+            sections = tokens.split_sections(tokens.INSTRUMENTAL_LYRICS)
+        job = self.stage1.job(request.tags, sections, frames, request.seed, progress)
+        return Composition(request, progress, sections, frames, instrumental_only, job)
 
-    def finish(
-        self,
-        request: MusicRequest,
-        out1: Stage1Output,
-        frames: int,
-        instrumental_only: bool,
-        progress: Progress | None = None,
-    ) -> Music:
-        """Stage 2 and decoding of stage 1's tracks: the music, exactly as long as asked."""
-        tracks = self.tracks(out1, instrumental_only)
-        t0 = time.perf_counter()
-        codes = self.stage2_many(list(tracks.values()), progress)
-        stage2_s = time.perf_counter() - t0
-        return self.assemble(request, dict(zip(tracks, codes, strict=True)), stage2_s, progress)
+    def stage1_done(self, composition: Composition) -> None:
+        """Close stage 1 of a composition whose job has finished (its error, if any, is the
+        composition's)."""
+        job = composition.stage1
+        composition.error = job.error
+        composition.lap(stage1.STAGE, job.result.tokens if job.result is not None else 0)
 
-    @staticmethod
-    def tracks(out1: Stage1Output, instrumental_only: bool) -> dict[str, np.ndarray]:
-        """The codebook-0 tracks stage 2 fills: background music is the instrumental alone."""
-        tracks = {"instrumental": out1.instrumental}
-        if not instrumental_only:
-            tracks["vocal"] = out1.vocal
-        return tracks
+    def stage2(self, batch: list[Composition]) -> None:
+        """Stage 2 for every track of `batch` in the same steps. A cancel drops its own request
+        only; any other error fails them all."""
+        tracks = [(c, name, cb0) for c in batch for name, cb0 in c.tracks().items()]
+        cancelled: dict[int, Cancelled] = {}
 
-    def assemble(
-        self,
-        request: MusicRequest,
-        codes: dict[str, np.ndarray],
-        stage2_s: float,
-        progress: Progress | None = None,
-    ) -> Music:
+        def progress(stage: str, fraction: float) -> None:
+            for i, c in enumerate(batch):
+                if c.progress is not None and i not in cancelled:
+                    try:
+                        c.progress(stage, fraction)
+                    except Cancelled as exc:
+                        cancelled[i] = exc.with_traceback(None)
+            if len(cancelled) == len(batch):
+                raise Cancelled("every request of this stage-2 batch was cancelled")
+
+        for c in batch:
+            c.clock = time.perf_counter()
+        try:
+            codes = self.stage2_engine.fill_many([cb0 for _, _, cb0 in tracks], progress)
+        except Exception as exc:
+            for i, c in enumerate(batch):
+                c.error = cancelled.get(i) or exc.with_traceback(None)
+            return
+        for (c, name, _), track in zip(tracks, codes, strict=True):
+            c.codes[name] = track
+        for i, c in enumerate(batch):
+            c.error = cancelled.get(i)
+            frames = sum(track.shape[1] for track in c.codes.values())
+            c.lap(stage2.STAGE, frames * (tokens.STAGE2_CODEBOOKS - 1))
+
+    def decode(self, composition: Composition) -> Music:
         """Decoded tracks [8, T] each -> the music, exactly as long as asked, with its costs."""
-        t1 = time.perf_counter()
-        audio, stems = self.decode(codes, progress)
-        n_samples = round(request.duration_s * self.sample_rate)
+        c = composition
+        c.clock = time.perf_counter()
+        audio, stems = self.decode_tracks(c.codes, c.progress)
+        n_samples = round(c.request.duration_s * self.sample_rate)
         audio = fade_out(fit_length(audio, n_samples), self.sample_rate)
         stems = {name: fit_length(stem, n_samples) for name, stem in stems.items()}
-        frames = sum(c.shape[1] for c in codes.values())
-        stats = {
-            "stage2": StageStats(stage2_s, frames * (tokens.STAGE2_CODEBOOKS - 1)),
-            "decode": StageStats(time.perf_counter() - t1),
-        }
-        return Music(audio.astype(np.float32), self.sample_rate, stems, stats)
+        c.lap(DECODE)
+        return Music(audio.astype(np.float32), self.sample_rate, stems, dict(c.stats))
 
-    def stage2_many(self, tracks: list[np.ndarray], progress: Progress | None) -> list[np.ndarray]:
-        if isinstance(self.stage2, Stage2Engine):  # every track's chunks in the same steps
-            return self.stage2.fill_many(tracks, progress)
-        return [self.stage2.fill(codes0, progress=progress) for codes0 in tracks]
-
-    def decode(
+    def decode_tracks(
         self, codes: dict[str, np.ndarray], progress: Progress | None = None
     ) -> tuple[np.ndarray, dict[str, np.ndarray]]:
         """Codes [8, T] per track -> the 44.1 kHz mix and each track's 44.1 kHz stem."""
@@ -158,9 +176,29 @@ class YuEComposer:
             low[name] = np.clip(self.codec.decode(track), -CLAMP, CLAMP)
             stems[name] = self.upsampler(self.codec.embeddings(track), track=name)[0]
             if progress is not None:
-                progress("decode", len(stems) / len(codes))
+                progress(DECODE, len(stems) / len(codes))
         high_mix = np.clip(sum(stems.values()), -CLAMP, CLAMP)
         return recombine(sum(low.values()), high_mix), stems
+
+    # -- one request, step after step ---------------------------------------------------------
+    @torch.inference_mode()
+    def compose(self, request: MusicRequest, progress: Progress | None = None) -> Music:
+        c = self.plan(request, progress)
+        self.stage1.run([c.stage1])
+        self.stage1_done(c)
+        if c.error is None:
+            self.stage2([c])
+        if c.error is not None:
+            raise c.error
+        return self.decode(c)
+
+    def warm_up(self) -> None:
+        """Compile and capture the common shapes before the first request (on a GPU this
+        takes tens of seconds; a request would otherwise pay it)."""
+        request = MusicRequest(tags=WARM_UP_TAGS, duration_s=1.0, lyrics=WARM_UP_LYRICS)
+        self.compose(request)  # one request; stage 2 with two tracks
+        with torch.inference_mode():  # several requests decoding at once
+            self.stage1.run([self.plan(replace(request, seed=s)).stage1 for s in (0, 1)])
 
 
 def load_decoder(root: Path, device: str) -> tuple[XcodecDecoder, Upsampler]:

@@ -212,7 +212,7 @@ def session(
 
 
 class OnnxTrackDecoder:
-    """One track's decoding under ONNX Runtime, as `YuEComposer.decode` does it with torch:
+    """One track's decoding under ONNX Runtime, as `YuEComposer.decode_tracks` does it with torch:
     codes [K, T] -> (16 kHz audio [320 T], 44.1 kHz audio [882 T]), float32, unclamped."""
 
     def __init__(self, xcodec: onnxruntime.InferenceSession, vocoders: Mapping[str, Any]) -> None:

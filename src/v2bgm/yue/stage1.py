@@ -1,31 +1,33 @@
 """YuE stage 1: tags + lyrics sections -> codebook-0 tokens of the vocal and instrumental tracks.
 
-Calls `transformers` `generate` the way YuE's `infer.py` does (sampling, CFG, repetition penalty,
-min/max new tokens), segment by segment, with two deliberate differences (see `Stage1Settings`):
-every segment asked for is generated (the reference drops the last lyrics section), and only
-codebook-0 ids and <EOA> are allowed (the reference's second blocked range is empty).
+YuE's segment policy lives here: the header and each segment's prompt (`segment_prompt`), the
+context kept when the song outgrows the window (`fit_context`), each segment's length and
+guidance, and the parsing of the finished sequence. The engine's CFG decoder
+(`v2bgm.engine.decoder`) runs many requests' segments side by side; a `Stage1Job` is one
+request's rules. The segments follow `infer.py` step by step, so greedy decoding gives the
+reference path's tokens exactly (`v2bgm.yue.reference.GenerateStage1`), with two deliberate
+differences (see `Stage1Settings`): every segment asked for is generated (the reference drops the
+last lyrics section), and only codebook-0 ids and <EOA> are allowed (the reference's second
+blocked range is empty).
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from dataclasses import dataclass
-from typing import Any
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
-from transformers import (
-    LogitsProcessor,
-    LogitsProcessorList,
-    PreTrainedModel,
-    StoppingCriteria,
-    StoppingCriteriaList,
-)
 
-from v2bgm.composer import Progress
+from v2bgm.composer import Cancelled, Progress
+from v2bgm.engine.decoder import CfgDecoder, Segment
+from v2bgm.engine.llama import StaticLlama
+from v2bgm.engine.sampling import RowSettings
 from v2bgm.yue import tokens
 from v2bgm.yue.tokenizer import YuETokenizer
+
+STAGE = "stage1"
 
 
 @dataclass(frozen=True)
@@ -53,64 +55,116 @@ class Stage1Output:
     ids: np.ndarray  # the whole sequence: prompts and generated tokens of every segment
 
 
-class BlockRange(LogitsProcessor):
-    """The reference's `BlockTokenRangeProcessor`: ids [start, end) get -inf."""
+@dataclass
+class Stage1Job:
+    """One request's stage 1 on the decoder (a `v2bgm.engine.decoder.Sequence`): which segment
+    comes next, and the result or the error once it is done."""
 
-    def __init__(self, start: int, end: int) -> None:
-        self.start, self.end = start, end
+    tags: str
+    sections: list[str]
+    frames: int
+    seed: int
+    settings: Stage1Settings
+    tokenizer: YuETokenizer
+    progress: Progress | None = None
+    header: list[int] = field(default_factory=list)
+    segments: list[list[int]] = field(default_factory=list)  # each one's prompt and tokens
+    index: int = 0  # segment being generated
+    made: int = 0  # frames made by finished segments
+    generated: int = 0  # tokens generated, <EOA> included
+    prompt: list[int] = field(default_factory=list)  # this segment's prompt
+    result: Stage1Output | None = None
+    error: BaseException | None = None
 
-    def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
-        scores[:, self.start : self.end] = float("-inf")
-        return scores
+    @property
+    def finished(self) -> bool:
+        return self.result is not None or self.error is not None
 
+    # -- the decoder's callbacks --------------------------------------------------------------
+    def first_segment(self) -> Segment:
+        self.header = self.tokenizer.encode(tokens.header_text(self.tags, self.sections))
+        return self._segment()
 
-class AllowCodebook0(LogitsProcessor):
-    """Masks everything but X-Codec codebook-0 ids and <EOA>: what the reference meant to allow."""
+    def on_token(self, new: list[int]) -> None:
+        if self.progress is not None:
+            self.progress(STAGE, min((self.made + len(new) // 2) / self.frames, 1.0))
 
-    def __init__(self, vocab_size: int) -> None:
-        first, last = tokens.codebook_range(0)
-        self.mask = torch.full((vocab_size,), float("-inf"))
-        self.mask[first:last] = 0.0
-        self.mask[tokens.EOA] = 0.0
+    def segment_done(self, new: list[int]) -> Segment | None:
+        self.generated += len(new)
+        if new[-1] != tokens.EOA:
+            new = [*new, tokens.EOA]
+        self.segments.append(self.prompt + new)
+        self.made += (len(new) - 1) // 2
+        self.index += 1
+        if self.made >= self.frames or self.index >= max_segments(self.frames, self.settings):
+            self._finish()
+            return None
+        return self._segment()
 
-    def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
-        if self.mask.device != scores.device:
-            self.mask = self.mask.to(scores.device)
-        return scores + self.mask.to(scores.dtype)
+    def fail(self, error: BaseException) -> None:
+        # a cancel's traceback holds the decoder's frames (and its caches): drop it
+        self.error = error.with_traceback(None) if isinstance(error, Cancelled) else error
 
+    # -- YuE's rules --------------------------------------------------------------------------
+    def _segment(self) -> Segment:
+        s = self.settings
+        encode = self.tokenizer.encode
+        self.prompt = segment_prompt(encode, self.tags, self.sections, self.index, len(self.header))
+        want = min(s.max_segment_tokens, 2 * (self.frames - self.made))
+        end_len = len(encode(tokens.END_OF_SEGMENT))
+        limit = s.context_window - want - 1
+        context = fit_context(self.header, self.segments, self.prompt, limit, end_len)
+        settings = RowSettings(
+            guidance=s.guidance_first if self.index == 0 else s.guidance_later,
+            repetition_penalty=s.repetition_penalty,
+            temperature=s.temperature,
+            top_p=s.top_p,
+            greedy=not s.do_sample,
+            min_new_tokens=min(s.min_segment_tokens, want),
+            seed=self.seed,
+        )
+        return Segment(context, want, settings, noise_step=self.generated)
 
-class ReportEveryToken(StoppingCriteria):
-    """Reports progress after each generated token, never stops generation itself.
-
-    A segment is up to 30 s of music (minutes of a 7B model on a GPU): reporting only between
-    segments would leave a caller that cancels (the callback raises) waiting that long.
-    """
-
-    def __init__(self, progress: Progress, prompt_len: int, made: int, frames: int) -> None:
-        self.progress = progress
-        self.prompt_len, self.made, self.frames = prompt_len, made, frames
-
-    def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor, **kwargs) -> Any:
-        new_frames = (input_ids.shape[1] - self.prompt_len) // 2  # two tracks per frame
-        self.progress("stage1", min((self.made + new_frames) / self.frames, 1.0))
-        return torch.zeros(input_ids.shape[0], dtype=torch.bool, device=input_ids.device)
+    def _finish(self) -> None:
+        ids = np.array(self.header + [i for seg in self.segments for i in seg], dtype=np.int64)
+        vocal, instrumental = tokens.parse_stage1(ids)
+        if len(vocal) < self.frames:
+            raise RuntimeError(f"stage 1 made {len(vocal)} frames, {self.frames} were needed")
+        f = self.frames
+        self.result = Stage1Output(vocal[:f], instrumental[:f], self.generated, ids)
 
 
 class Stage1:
+    """YuE stage 1 served on the engine: `slots` requests decode side by side."""
+
     def __init__(
         self,
-        model: PreTrainedModel,
+        model: StaticLlama,
         tokenizer: YuETokenizer,
         settings: Stage1Settings | None = None,
+        slots: int = 16,
     ) -> None:
-        self.model = model
+        s = self.settings = settings or Stage1Settings()
         self.tokenizer = tokenizer
-        self.settings = settings or Stage1Settings()
-        self.mask: LogitsProcessor = (
-            BlockRange(0, tokens.EOA)
-            if self.settings.reference_blocking
-            else AllowCodebook0(model.config.vocab_size)
+        allowed = allowed_mask(model.vocab_size, s.reference_blocking, model.device)
+        self.decoder = CfgDecoder(
+            model, slots, s.context_window, s.max_segment_tokens, allowed, tokens.EOA, s.top_k
         )
+
+    def job(
+        self,
+        tags: str,
+        sections: list[str],
+        frames: int,
+        seed: int,
+        progress: Progress | None = None,
+    ) -> Stage1Job:
+        return Stage1Job(tags, sections, frames, seed, self.settings, self.tokenizer, progress)
+
+    def run(self, jobs: list[Stage1Job]) -> list[Stage1Job]:
+        """Decode `jobs` to the end, side by side as slots allow."""
+        self.decoder.run(list(jobs))
+        return jobs
 
     @torch.inference_mode()
     def generate(
@@ -121,57 +175,24 @@ class Stage1:
         seed: int,
         progress: Progress | None = None,
     ) -> Stage1Output:
-        """Generate at least `frames` frames of both tracks."""
-        s = self.settings
-        device = self.model.device
-        torch.manual_seed(seed)
-        header = tokens.header_text(tags, sections)
-        header_ids = self.tokenizer.encode(header)
-        end_ids = self.tokenizer.encode(tokens.END_OF_SEGMENT)
-        segments: list[list[int]] = []  # each segment's prompt (header aside) and tokens
-        made = generated = 0
-        for index in range(max_segments(frames, s)):
-            if made >= frames:
-                break
-            prompt = segment_prompt(self.tokenizer.encode, tags, sections, index, len(header_ids))
-            want = min(s.max_segment_tokens, 2 * (frames - made))
-            context = fit_context(
-                header_ids, segments, prompt, s.context_window - want - 1, len(end_ids)
-            )
-            input_ids = torch.tensor([context], dtype=torch.long, device=device)
-            reporting = StoppingCriteriaList(
-                [] if progress is None else [ReportEveryToken(progress, len(context), made, frames)]
-            )
-            output = self.model.generate(
-                input_ids=input_ids,
-                attention_mask=torch.ones_like(input_ids),
-                max_new_tokens=want,
-                min_new_tokens=min(s.min_segment_tokens, want),
-                do_sample=s.do_sample,
-                top_p=s.top_p,
-                top_k=s.top_k,
-                temperature=s.temperature,
-                repetition_penalty=s.repetition_penalty,
-                eos_token_id=tokens.EOA,
-                pad_token_id=tokens.EOA,
-                logits_processor=LogitsProcessorList([self.mask]),
-                stopping_criteria=reporting,
-                guidance_scale=s.guidance_first if index == 0 else s.guidance_later,
-            )
-            new = output[0, input_ids.shape[1] :].tolist()
-            generated += len(new)
-            if new[-1] != tokens.EOA:
-                new.append(tokens.EOA)
-            segments.append(prompt + new)
-            made += (len(new) - 1) // 2
-            if progress is not None:
-                progress("stage1", min(made / frames, 1.0))
-        history = torch.tensor([header_ids + [i for seg in segments for i in seg]])
-        ids = history[0].cpu().numpy()
-        vocal, instrumental = tokens.parse_stage1(ids)
-        if len(vocal) < frames:
-            raise RuntimeError(f"stage 1 made {len(vocal)} frames, {frames} were needed")
-        return Stage1Output(vocal[:frames], instrumental[:frames], generated, ids)
+        """At least `frames` frames of both tracks, for one request."""
+        (job,) = self.run([self.job(tags, sections, frames, seed, progress)])
+        if job.error is not None:
+            raise job.error
+        assert job.result is not None
+        return job.result
+
+
+def allowed_mask(vocab: int, reference_blocking: bool, device: torch.device) -> torch.Tensor:
+    """Additive mask: the reference's blocked range [0, <EOA>), or only codebook 0 and <EOA>."""
+    mask = torch.full((vocab,), float("-inf"), device=device)
+    if reference_blocking:
+        mask[tokens.EOA :] = 0.0
+    else:
+        first, last = tokens.codebook_range(0)
+        mask[first:last] = 0.0
+        mask[tokens.EOA] = 0.0
+    return mask
 
 
 def max_segments(frames: int, settings: Stage1Settings) -> int:

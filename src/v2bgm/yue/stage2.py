@@ -1,92 +1,159 @@
-"""YuE stage 2: codebook 0 of a track -> codebooks 0..7, by teacher forcing, greedy.
+"""YuE stage 2: codebook 0 of each track -> codebooks 0..7, every chunk teacher-forced side by side.
 
 For every frame the codebook-0 token is fed and the model picks 7 tokens among codebooks 1..7,
-as YuE's `stage2_generate` does; a 6-second chunk's prompt is `<SOA><stage_1> cb0... <stage_2>`.
-The reference calls `generate` anew for every frame and recomputes the whole prefix; here one
-KV cache is carried through the chunk and all full chunks of a track run as one batch (the
-exllamav2 port's approach), which gives the same greedy tokens with far fewer operations.
+greedily, as YuE's `stage2_generate` does. Same tokens as the reference path
+(`v2bgm.yue.reference.GenerateStage2`: greedy, codebooks 1..7 allowed, a chunk's prompt
+`<SOA><stage_1> cb0... <stage_2>`), with the work of a frame — one forward of the previous
+frame's last pick and this frame's codebook 0, then six of one token — captured as one CUDA
+graph and replayed frame after frame, with nothing read back until the chunk is done.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 import numpy as np
 import torch
-from transformers import DynamicCache, PreTrainedModel
 
 from v2bgm.composer import Progress
+from v2bgm.engine.graphs import StepGraphs
+from v2bgm.engine.llama import Part, StaticLlama
 from v2bgm.yue import tokens
 
-TOKENS_PER_FRAME = tokens.STAGE2_CODEBOOKS - 1  # codebooks 1..7 are generated
+STAGE = "stage2"
+
+PICKS = tokens.STAGE2_CODEBOOKS - 1  # codebooks 1..7 are generated for every frame
+KV_BUCKET = 512
 
 
 class Stage2:
-    def __init__(self, model: PreTrainedModel, max_batch: int = 16) -> None:
-        self.model = model
-        self.max_batch = max_batch
-        # The reference blocks [0, 46358) and [53526, 83738): codebooks 1..7 stay allowed at each
-        # of the 7 positions; a pick from the wrong codebook is repaired afterwards.
-        self.allowed_first = tokens.codebook_range(1)[0]
-        self.allowed_last = tokens.codebook_range(tokens.STAGE2_CODEBOOKS - 1)[1]
+    def __init__(self, model: StaticLlama, rows: int = 16) -> None:
+        self.model, self.rows = model, rows
+        chunk = tokens.STAGE2_CHUNK_FRAMES
+        # a chunk feeds its prompt (3 + F tokens, codebook 0 included) and then, per frame,
+        # codebook 0 again and the 7 picks (the last one of the chunk is never fed)
+        self.length = _round_up(3 + chunk * (tokens.STAGE2_CODEBOOKS + 1), 128)
+        self.pool = model.pool(rows, self.length)
+        device = model.device
+        self.cb0 = torch.zeros(rows, dtype=torch.long, device=device)  # this frame's codebook 0
+        self.last = torch.zeros(rows, dtype=torch.long, device=device)  # last frame's last pick
+        self.pos = torch.zeros(rows, dtype=torch.long, device=device)  # where `last` goes
+        self.picks = torch.zeros((rows, PICKS), dtype=torch.long, device=device)
+        self.first = tokens.codebook_range(1)[0]
+        self.end = tokens.codebook_range(tokens.STAGE2_CODEBOOKS - 1)[1]
+        self.graphs = StepGraphs(device, lambda: [self.last, self.pos, self.picks])
 
     def fill(self, codes0: np.ndarray, progress: Progress | None = None) -> np.ndarray:
         """Codebook-0 codes [T] -> codes [8, T] (out-of-range picks repaired)."""
+        return self.fill_many([codes0], progress)[0]
+
+    def fill_many(
+        self, tracks: Sequence[np.ndarray], progress: Progress | None = None
+    ) -> list[np.ndarray]:
+        """Several tracks' codebook 0 at once: all their chunks share the steps."""
         chunk = tokens.STAGE2_CHUNK_FRAMES
-        n_full = len(codes0) // chunk
-        ids0 = tokens.codes_to_ids(np.asarray(codes0)[None])[0]
-        pieces: list[np.ndarray] = []
-        full = ids0[: n_full * chunk].reshape(n_full, chunk)
-        for start in range(0, n_full, self.max_batch):
-            rows = full[start : start + self.max_batch]
-            report = _frame_reporter(progress, start * chunk, len(rows), len(codes0))
-            pieces.extend(self._teacher_force(rows, report))
-            if progress is not None:
-                progress("stage2", min(start + self.max_batch, n_full) * chunk / len(codes0))
-        if len(ids0) > n_full * chunk:  # the leftover frames run as one shorter chunk
-            report = _frame_reporter(progress, n_full * chunk, 1, len(codes0))
-            pieces.extend(self._teacher_force(ids0[None, n_full * chunk :], report))
+        pieces: list[tuple[int, np.ndarray]] = []  # (track, cb0 ids of one chunk)
+        for t, codes0 in enumerate(tracks):
+            ids0 = tokens.codes_to_ids(np.asarray(codes0)[None])[0]
+            pieces += [(t, ids0[i : i + chunk]) for i in range(0, len(ids0), chunk)]
+        total = sum(len(p) for _, p in pieces)
+        done = 0
+        out: list[np.ndarray] = []
+        for start in range(0, len(pieces), self.rows):
+            batch = [p for _, p in pieces[start : start + self.rows]]
+            out += self._teacher_force(batch, _reporter(progress, done, batch, total))
+            done += sum(len(p) for p in batch)
         if progress is not None:
-            progress("stage2", 1.0)
-        ids = np.concatenate(pieces, axis=1)  # [8, T]
-        return tokens.repair_codes(tokens.ids_to_codes(ids))
+            progress(STAGE, 1.0)
+        result = []
+        for t in range(len(tracks)):
+            ids = np.concatenate([o for (tt, _), o in zip(pieces, out, strict=True) if tt == t], 1)
+            result.append(tokens.repair_codes(tokens.ids_to_codes(ids)))
+        return result
 
     @torch.inference_mode()
     def _teacher_force(
-        self, cb0_ids: np.ndarray, on_frame: Callable[[int], None] | None = None
+        self, chunks: list[np.ndarray], on_frame: Callable[[int], None] | None
     ) -> list[np.ndarray]:
-        """cb0 ids [B, F] -> one [8, F] id array per row; `on_frame(frames_done)` after each."""
-        device = self.model.device
-        batch, n_frames = cb0_ids.shape
-        prompt = torch.as_tensor(tokens.stage2_prompt(cb0_ids), device=device)
-        cb0 = torch.as_tensor(cb0_ids, device=device)
-        cache = DynamicCache()
-        self.model(input_ids=prompt, past_key_values=cache, use_cache=True, logits_to_keep=1)
-        out = torch.empty(
-            (batch, n_frames, tokens.STAGE2_CODEBOOKS), dtype=torch.long, device=device
-        )
-        out[:, :, 0] = cb0
-        feed = cb0[:, :1]
-        for frame in range(n_frames):
-            for k in range(1, tokens.STAGE2_CODEBOOKS):
-                logits = self.model(
-                    input_ids=feed, past_key_values=cache, use_cache=True, logits_to_keep=1
-                ).logits[:, -1, self.allowed_first : self.allowed_last]
-                picked = logits.argmax(dim=-1) + self.allowed_first
-                out[:, frame, k] = picked
-                feed = picked[:, None]
-            if frame + 1 < n_frames:  # the last pick and the next frame's codebook 0, in one step
-                feed = torch.cat([feed, cb0[:, frame + 1 : frame + 2]], dim=1)
+        """cb0 ids of up to `rows` chunks -> one [8, F_i] id array per chunk."""
+        device, n = self.model.device, len(chunks)
+        frames = max(len(c) for c in chunks)
+        cb0 = np.zeros((n, frames), np.int64)
+        for i, c in enumerate(chunks):  # a shorter chunk repeats its last code past its end
+            cb0[i, : len(c)], cb0[i, len(c) :] = c, c[-1]
+        cb0_t = torch.as_tensor(cb0, device=device)
+        out = torch.empty((n, frames, tokens.STAGE2_CODEBOOKS), dtype=torch.long, device=device)
+        out[:, :, 0] = cb0_t
+        # frame 0: each chunk's prompt and first code in one prefill, then six single steps
+        logits = []
+        for i, c in enumerate(chunks):
+            prompt = np.append(tokens.stage2_prompt(c)[0], c[0])
+            ids = torch.as_tensor(prompt, device=device)[None]
+            positions = torch.arange(len(prompt), device=device)[None]
+            logits.append(self.model.forward(ids, positions, [Part(self.pool, i, 1, len(prompt))]))
+            self.pos[i] = len(prompt)
+        pick = self._pick(torch.cat(logits))
+        self.picks[:n, 0] = pick
+        start = max(len(c) for c in chunks) + 4  # the longest prefill
+        self.pos[:n] = self._singles(pick, self.pos[:n].clone(), n, self._kv(start + PICKS))
+        start += PICKS - 1  # where the next frame's first token goes, for the longest chunk
+        out[:, 0, 1:] = self.picks[:n]
+        if on_frame is not None:
+            on_frame(1)
+        rows = n if not self.graphs.enabled else min(1 << (n - 1).bit_length(), self.rows)
+        self.pos[n:rows] = 0  # idle rows of the graph's batch stay inside their slots
+        for f in range(1, frames):
+            self.cb0[:n] = cb0_t[:, f]
+            kv = self._kv(start + tokens.STAGE2_CODEBOOKS)
+            start += tokens.STAGE2_CODEBOOKS
+            self.graphs.run((rows, kv), lambda rows=rows, kv=kv: self._frame_step(rows, kv))
+            out[:, f, 1:] = self.picks[:n]
             if on_frame is not None:
-                on_frame(frame + 1)
-        return [row.T for row in out.cpu().numpy()]
+                on_frame(f + 1)
+        ids = out.cpu().numpy()
+        return [ids[i, : len(c)].T for i, c in enumerate(chunks)]
+
+    def _frame_step(self, rows: int, kv: int) -> Callable[[], None]:
+        part = [Part(self.pool, 0, rows, kv)]
+
+        def step() -> None:
+            ids = torch.stack([self.last[:rows], self.cb0[:rows]], 1)
+            pos = self.pos[:rows, None] + torch.arange(2, device=ids.device)
+            pick = self._pick(self.model.forward(ids, pos, part))
+            self.picks[:rows, 0] = pick
+            self.pos[:rows] = self._singles(pick, pos[:, 1] + 1, rows, kv)
+
+        return step
+
+    def _singles(self, pick: torch.Tensor, pos: torch.Tensor, rows: int, kv: int) -> torch.Tensor:
+        """Picks 2..7 of a frame, one token each; returns where the next frame starts."""
+        part = [Part(self.pool, 0, rows, kv)]
+        for k in range(1, PICKS):
+            pick = self._pick(self.model.forward(pick[:, None], pos[:, None], part))
+            self.picks[:rows, k] = pick
+            pos = pos + 1
+        self.last[:rows] = pick
+        return pos
+
+    def _pick(self, logits: torch.Tensor) -> torch.Tensor:
+        return logits[:, self.first : self.end].argmax(-1) + self.first
+
+    def _kv(self, need: int) -> int:
+        """Cache positions attention reads to reach position `need - 1` (bucketed on a GPU)."""
+        if self.graphs.enabled:
+            need = _round_up(need, KV_BUCKET)
+        return min(need, self.length)
 
 
-def _frame_reporter(
-    progress: Progress | None, done_before: int, rows: int, total: int
+def _reporter(
+    progress: Progress | None, before: int, batch: list[np.ndarray], total: int
 ) -> Callable[[int], None] | None:
-    """Per-frame progress inside one teacher-forcing batch (`rows` chunks side by side), so a
-    caller that cancels waits for one frame, not for a whole batch of chunks."""
+    """Per-frame progress of a batch of chunks side by side (a cancel waits one frame)."""
     if progress is None:
         return None
-    return lambda frames: progress("stage2", min((done_before + rows * frames) / total, 1.0))
+    frames = sum(len(chunk) for chunk in batch)
+    return lambda f: progress(STAGE, min((before + min(f * len(batch), frames)) / total, 1.0))
+
+
+def _round_up(n: int, step: int) -> int:
+    return -(-n // step) * step

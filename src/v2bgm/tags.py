@@ -1,4 +1,9 @@
-"""YuE's tag vocabulary: the five families of its `top_200_tags.json`, cleaned, as package data."""
+"""The tag vocabulary: the contract between the captioner and the composer.
+
+YuE v1's five families of its `top_200_tags.json`, cleaned, as package data: the captioner
+writes only these (its grammar), a request's fixed tags are checked against them, and YuE reads
+them. A second composer with its own vocabulary would map these, or bring its own here.
+"""
 
 from __future__ import annotations
 
@@ -16,7 +21,7 @@ INSTRUMENTAL_FAMILIES = tuple(f for f in FAMILIES if f not in VOCAL_FAMILIES)
 @cache
 def vocabulary() -> dict[str, tuple[str, ...]]:
     """Family -> tags, most frequent first."""
-    data = json.loads(resources.files("v2bgm.yue").joinpath("tags.json").read_text("utf-8"))
+    data = json.loads(resources.files("v2bgm").joinpath("tags.json").read_text("utf-8"))
     return {family: tuple(data["families"][family]) for family in FAMILIES}
 
 
