@@ -25,6 +25,7 @@ import torch
 from transformers import AutoModelForCausalLM
 
 from v2bgm import checkpoints
+from v2bgm.bench import floors
 from v2bgm.devices import model_dtype
 from v2bgm.engine.llama import StaticLlama
 from v2bgm.yue import tokens
@@ -238,6 +239,9 @@ def main(argv: list[str] | None = None) -> int:
     )  # fmt: skip
     parser.add_argument("--out", type=Path, help="also write the JSON report here")
     parser.add_argument(
+        "--floors-only", action="store_true", help="measure the floors of stages 1 and 2 only"
+    )
+    parser.add_argument(
         "--parity-fp32", type=int, default=0, metavar="N",
         help="also compare N greedy tokens with the stage-1 weights in fp32",
     )  # fmt: skip
@@ -251,9 +255,19 @@ def main(argv: list[str] | None = None) -> int:
     s1 = AutoModelForCausalLM.from_pretrained(args.weights / checkpoints.YUE_STAGE1, dtype=dtype)
     s1 = s1.to(device).eval()
     static1 = StaticLlama(s1)
-    report["floor_ms_per_cfg_step"] = floor_ms(s1, device)
+    report["floor_ms_per_cfg_step"] = floor_ms(s1, device)  # unfused GEMVs: for continuity
     if report["floor_ms_per_cfg_step"]:
         report["floor_tokens_per_s"] = 1000 / report["floor_ms_per_cfg_step"]
+    bandwidth = None
+    if device.type == "cuda":  # the floors of v2bgm.bench.floors; ratios use the plain read
+        bandwidth = floors.read_bandwidth(device)
+        report["floors"] = {"stage1": floors.floors(static1, s1, bandwidth)}
+        if args.floors_only:
+            s2 = AutoModelForCausalLM.from_pretrained(
+                args.weights / checkpoints.YUE_STAGE2, dtype=dtype
+            ).to(device)
+            report["floors"]["stage2"] = floors.floors(StaticLlama(s2.eval()), s2, bandwidth)
+            return finish(report, args.out)
     report["reference"] = reference_rate(s1, tokenizer, args.reference_tokens, device)
     engine = Stage1(static1, tokenizer, settings_for(args.tokens), slots=max(args.batches))
     report["engine"] = [engine_rate(engine, b, args.tokens, device) for b in args.batches]
@@ -265,6 +279,9 @@ def main(argv: list[str] | None = None) -> int:
     report["stage1_kv_cache_gib"] = (
         engine.decoder.cond.nbytes + engine.decoder.uncond.nbytes
     ) / 2**30
+    if "floors" in report:  # a batch-1 CFG step against reading its weights once
+        plain = report["floors"]["stage1"]["plain_read_ms"]
+        report[f"step_over_plain_read_{args.tokens}"] = report["engine"][0]["ms_per_step"] / plain
     del engine
     # The same at the length of the music asked for (attention grows with the cache).
     music_tokens = int(args.music_s * tokens.STAGE1_TOKENS_PER_SECOND)
@@ -272,6 +289,10 @@ def main(argv: list[str] | None = None) -> int:
     report["engine_music_length"] = [
         engine_rate(engine, b, music_tokens, device) for b in args.long_batches
     ]
+    if "floors" in report:
+        plain = report["floors"]["stage1"]["plain_read_ms"]
+        one = report["engine_music_length"][0]
+        report[f"step_over_plain_read_{music_tokens}"] = one["ms_per_step"] / plain
     del engine
     engine = Stage1(static1, tokenizer, settings_for(args.tokens), slots=1)
     if device.type == "cuda":
@@ -299,7 +320,10 @@ def main(argv: list[str] | None = None) -> int:
         del s1
         torch.cuda.empty_cache()
     s2 = AutoModelForCausalLM.from_pretrained(args.weights / checkpoints.YUE_STAGE2, dtype=dtype)
-    stage2 = Stage2(StaticLlama(s2.to(device).eval()))
+    static2 = StaticLlama(s2.to(device).eval())
+    if bandwidth is not None:
+        report["floors"]["stage2"] = floors.floors(static2, s2, bandwidth)
+    stage2 = Stage2(static2)
     stage2_seconds(stage2, args.music_s, 1, device)  # compiles for these shapes
     report["stage2"] = [stage2_seconds(stage2, args.music_s, t, device) for t in (1, 2)]
     if device.type == "cuda":
@@ -307,10 +331,14 @@ def main(argv: list[str] | None = None) -> int:
     report["decode"] = decode_seconds(args.weights, args.music_s, args.device)
     if device.type == "cuda":
         report["peak_memory_gib"] = torch.cuda.max_memory_allocated(device) / 2**30
+    return finish(report, args.out)
+
+
+def finish(report: dict, out: Path | None) -> int:
     text = json.dumps(report, indent=2)
     print(text)
-    if args.out:
-        args.out.write_text(text + "\n")
+    if out:
+        out.write_text(text + "\n")
     return 0
 
 
