@@ -11,7 +11,8 @@ Works with the server of NVIDIA's container (/opt/tritonserver) and with the one
 `nvidia-pytriton` wheel (unpacked by `make setup` into .cache/pytriton_wheel). For the wheel the
 Python-backend stub of this interpreter is copied next to the backend, and the environment is set
 so that the stub runs this virtual environment's Python (the stub ignores PYTHONPATH: it finds the
-venv through the `python3` first on PATH).
+venv through the `python3` first on PATH). $V2BGM_STUB_PYTHON names another Python for the stubs,
+e.g. when the launcher runs in a client's venv (`make test-latest`; see `find_install`).
 """
 
 from __future__ import annotations

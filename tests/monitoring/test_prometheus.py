@@ -48,7 +48,7 @@ DURATIONS_S = (1.0, 1.25)  # music asked for, one ensemble request each (kept sh
 FRAME_COUNTS = (3, 4)
 WINDOW_S = 300.0  # the rules' rate window, [5m]
 IDLE_TIMEOUT_S = 300.0
-SAMPLE_ENV = "V2BGM_MONITORING_SAMPLE"  # a path: write the table of rule values there (README)
+SAMPLE_ENV = "V2BGM_MONITORING_SAMPLE"  # a path: a table of rule values, as in docs/monitoring.md
 # Requests each model computes at once on this CPU server: the composer's slots (its CPU config),
 # the captioner's largest batch.
 CPU_SLOTS = {
@@ -341,7 +341,8 @@ def legend(template: str, labels: dict[str, str]) -> str:
 
 
 def sample_table(run: Run) -> str:
-    """The dashboard's numbers at `run.at`, panel by panel, as a Markdown table (README)."""
+    """The dashboard's numbers at `run.at`, panel by panel, as a Markdown table (as in
+    docs/monitoring.md)."""
     lines = ["| panel | series | value |", "| --- | --- | ---: |"]
     for panel in grafana.panels():
         for target in panel["targets"]:

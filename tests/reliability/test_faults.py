@@ -87,7 +87,7 @@ def start_request(client, duration_s: float) -> tuple[threading.Event, list]:
 def server(weights: Path, tmp_path: Path) -> Iterator[TritonServer]:
     repo = render_repository(tmp_path / "repo", (contract.COMPOSER_MODEL,))
     # Explicit model control, for the reload that recovers a killed stub (never exposed in
-    # production: see README, "Security").
+    # production: see docs/security.md).
     control = ["--model-control-mode=explicit", f"--load-model={contract.COMPOSER_MODEL}"]
     triton = start_server(repo, weights, tmp_path / "tritonserver.log", control)
     yield triton
