@@ -31,7 +31,7 @@ MAX_LYRICS_BYTES = 16384
 MAX_HINT_BYTES = 512
 MAX_FIXED_TAGS = 5  # one per YuE tag family at most
 # Requests the captioner's dynamic batcher may put in one forward. Measured on an H200 with
-# VideoLLaMA3-7B's shapes (README, "Speed"): batch 4 cuts the time per video 2.5-3.2x against
+# VideoLLaMA3-7B's shapes (docs/speed.md): batch 4 cuts the time per video 2.5-3.2x against
 # batch 1 and peaks at 39.5 GiB with four 180-s videos; batch 8 would need ~75 GiB for those.
 CAPTIONER_MAX_BATCH = 4
 SEED_MIN = 0

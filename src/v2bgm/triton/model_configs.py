@@ -31,7 +31,7 @@ class QueuePolicy:
 
 # Overload. A burst beyond these is answered UNAVAILABLE and the client backs off and retries
 # (v2bgm_client.api.infer). The captioner's queue holds 8 batches of 4 (~20 s of work on an H200,
-# README "Speed"); the composer's queue, a few compositions of minutes each. A request that waited
+# docs/speed.md); the composer's queue, a few compositions of minutes each. A request that waited
 # longer than the timeout would likely miss the client's deadline (its DEFAULT_TIMEOUT_S) anyway.
 CAPTIONER_QUEUE = QueuePolicy(max_size=32, timeout_us=300_000_000)
 COMPOSER_QUEUE = QueuePolicy(max_size=8, timeout_us=600_000_000)
