@@ -3,8 +3,9 @@
 #   v2bgm-fetch-weights tiny [DIR]  tiny random-weight checkpoints (CPU demo, smoke tests)
 #   v2bgm-fetch-weights full [DIR]  random weights of the real shapes (GPU speed figures)
 #   v2bgm-fetch-weights hub  [DIR]  the real YuE checkpoints from the Hugging Face hub (network)
-# DIR defaults to $V2BGM_WEIGHTS (/weights). A finished step leaves DIR/.v2bgm-<mode>, and a
-# second run with the same mode does nothing, so an initContainer can run it on every start.
+# DIR defaults to $V2BGM_WEIGHTS (/weights). A finished step that `v2bgm-weights check` passes
+# leaves DIR/.v2bgm-<mode>, and a second run with the same mode does nothing, so an
+# initContainer can run it on every start.
 set -euo pipefail
 
 usage() {
@@ -76,5 +77,8 @@ print(*(p for p in PART_NAMES if p not in {"yue-s1", "yue-s2", "yue-tokenizer", 
   fi
   ;;
 esac
+# Every expected file, config and tensor shape, without loading (v2bgm.weights): a failure
+# leaves no marker, so the next start tries again and the server never starts on it.
+"$python" -m v2bgm.weights check "$dir"
 touch "$marker"
 echo "v2bgm-fetch-weights: $mode weights ready in $dir"

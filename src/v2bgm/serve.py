@@ -368,6 +368,8 @@ def main(argv: list[str] | None = None) -> int:
     except admin_api.AdminKeyError as exc:
         print(f"v2bgm-serve: {exc}", file=sys.stderr)
         return 2
+    if not weights_pass(args.weights):
+        return 2
     gpu = has_gpu() if args.device == "auto" else args.device == "gpu"
     server = TritonServer(
         repository=args.model_repository,
@@ -410,6 +412,21 @@ def main(argv: list[str] | None = None) -> int:
             if not start_until_ready(server, args.ready_timeout, stop_signalled_at):
                 return 1 if not stop_signalled_at else 0
             print(f"v2bgm-serve: ready again: {where}", flush=True)
+
+
+def weights_pass(folder: Path) -> bool:
+    """`v2bgm-weights check` on the weights folder, in its own process (it imports torch and
+    transformers; this launcher stays small): its table and problems go to stderr on failure."""
+    check = [sys.executable, "-m", "v2bgm.weights", "check", str(folder)]
+    result = subprocess.run(check, capture_output=True, text=True, check=False)
+    if result.returncode == 0:
+        return True
+    print(
+        f"v2bgm-serve: the weights in {folder} fail the check; tritonserver not started:\n"
+        f"{result.stdout}{result.stderr[-2000:]}",
+        file=sys.stderr,
+    )
+    return False
 
 
 def start_until_ready(

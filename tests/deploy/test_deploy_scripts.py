@@ -40,6 +40,7 @@ FAKE_PYTHON = """#!/usr/bin/env bash
 echo "python cwd=$PWD args=$*" >> "$FAKE_LOG"
 if [[ $1 == -c && $2 == *PART_NAMES* ]]; then echo "${FAKE_OTHER_PARTS:-}"; fi
 if [[ $1 == -c && $2 == *urlretrieve* ]]; then echo token > "$4"; fi
+if [[ $1 == -m && $2 == v2bgm.weights ]]; then exit "${FAKE_CHECK_RC:-0}"; fi
 exit 0
 """
 FAKE_HF = """#!/usr/bin/env bash
@@ -205,19 +206,27 @@ def test_fetch_tiny_builds_once_into_the_volume(fakes: dict[str, str], tmp_path)
     volume = tmp_path / "volume"
     first = fetch(fakes, "tiny", str(volume))
     assert first.returncode == 0, first.stderr
-    assert read_log(fakes) == [
-        f"python cwd={fakes['V2BGM_HOME']} args=-m export --size tiny --out {volume}"
-    ]
+    build, checked = read_log(fakes)
+    assert build == f"python cwd={fakes['V2BGM_HOME']} args=-m export --size tiny --out {volume}"
+    assert checked.endswith(f"args=-m v2bgm.weights check {volume}")  # before the marker
     assert (volume / ".v2bgm-tiny").exists()
     second = fetch(fakes, "tiny", str(volume))  # an initContainer runs it on every start
     assert second.returncode == 0 and "already holds" in second.stdout
-    assert len(read_log(fakes)) == 1
+    assert len(read_log(fakes)) == 2
+
+
+def test_fetch_leaves_no_marker_when_the_weights_check_fails(fakes, tmp_path) -> None:
+    Path(fakes["V2BGM_HOME"]).mkdir()
+    volume = tmp_path / "volume"
+    result = fetch({**fakes, "FAKE_CHECK_RC": "1"}, "tiny", str(volume))
+    assert result.returncode == 1
+    assert not (volume / ".v2bgm-tiny").exists()  # the next start tries again
 
 
 def test_fetch_defaults_to_the_weights_env(fakes: dict[str, str]) -> None:
     Path(fakes["V2BGM_HOME"]).mkdir()
     assert fetch(fakes, "full").returncode == 0
-    (call,) = read_log(fakes)
+    call, _check = read_log(fakes)
     assert f"--size full --out {fakes['V2BGM_WEIGHTS']} --device " in call
 
 
@@ -256,7 +265,7 @@ def test_fetch_hub_fills_parts_without_a_source_with_random_weights(fakes, tmp_p
     volume = tmp_path / "volume"
     result = fetch({**fakes, "FAKE_OTHER_PARTS": "new-part"}, "hub", str(volume))
     assert result.returncode == 0, result.stderr
-    assert read_log(fakes)[-1].endswith(
+    assert read_log(fakes)[-2].endswith(
         f"-m export --size full --out {volume} --device cpu --only new-part"
     )
     assert "RANDOM weights in new-part" in result.stderr
