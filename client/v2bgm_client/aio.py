@@ -22,7 +22,7 @@ from .connection import TlsOptions, open_client
 from .errors import ClientError, ServerError
 from .options import SoundtrackOptions
 from .soundtrack import Collected, OnEvent, SoundtrackResult, finish, output_paths, prepare
-from .stream import parse_stream_result, stream_error, stream_inputs
+from .stream import parse_stream_result, stream_error, stream_inputs, typed_error
 
 STREAM_END_WAIT_S = 5.0  # after Done, for the server's status (it comes within a millisecond)
 
@@ -51,6 +51,9 @@ async def stream_events(
             if error is not None:
                 raise stream_error(url, error, timeout_s, tls)
             event = parse_stream_result(result)
+            if isinstance(event, events.Error):  # the server ended the request
+                finished = True  # Triton's error response follows: drained below
+                raise typed_error(url, event, timeout_s, tls)
             finished = isinstance(event, events.Done)
             yield event
             if finished:

@@ -7,6 +7,7 @@ server. `stream_events` yields the events as they come; leaving it early (an exc
 
 from __future__ import annotations
 
+import contextlib
 import queue
 import time
 from collections.abc import Iterator, Mapping
@@ -98,6 +99,13 @@ def stream_error(
     return server_error(url, status or "StatusCode.UNAVAILABLE", message, timeout_s, tls)
 
 
+def typed_error(
+    url: str, event: events.Error, timeout_s: float, tls: TlsOptions | None = None
+) -> ServerError:
+    """The error event that ended a stream, as the ensemble's same status reads."""
+    return server_error(url, f"StatusCode.{event.code}", event.message, timeout_s, tls)
+
+
 def stream_events(
     url: str,
     request: Mapping[str, np.ndarray],
@@ -135,6 +143,11 @@ def stream_events(
             if error is not None:
                 raise stream_error(url, error, timeout_s, tls)
             event = parse_stream_result(result)
+            if isinstance(event, events.Error):  # Triton's error response follows at once
+                with contextlib.suppress(queue.Empty):
+                    answers.get(timeout=STREAM_ERROR_WAIT_S)
+                finished = True  # the server ended the request: nothing to cancel
+                raise typed_error(url, event, timeout_s, tls)
             finished = isinstance(event, events.Done)
             yield event
             if finished:

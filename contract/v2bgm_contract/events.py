@@ -11,7 +11,9 @@ Each response carries one JSON object in its EVENT tensor: `{"type": ..., <field
 - `audio` once per candidate: the AUDIO and SAMPLE_RATE tensors of the same response hold it.
 - `done` last (the response with Triton's final flag): seconds per stage, summed over candidates.
 
-A failure ends the stream with an error response instead (INVALID_ARGUMENT for bad options).
+A failure ends the stream with an `error` event (a gRPC status name from `STATUS_CODES` and the
+message: Triton 2.51's stream protocol carries no status per response), then Triton's error
+response, whose message starts with the same status name.
 Used by the server to write events and by the client to read them; numpy and json only.
 """
 
@@ -28,6 +30,7 @@ CAPTIONED = "caption"
 PROGRESS = "progress"
 COMPOSED = "audio"
 DONE = "done"
+ERROR = "error"
 QUEUED_STAGE = "queued"  # progress before the composer has started on a candidate
 
 
@@ -71,13 +74,31 @@ class Done:
     timings: dict[str, float]  # seconds per stage ("captioning", "stage1", ...) and "total"
 
 
-Event = Started | Captioned | Progress | Composed | Done
+# The statuses a stream can end with, as gRPC names them: act on them as on the ensemble's.
+STATUS_CODES = (
+    "INVALID_ARGUMENT",  # the request breaks the interface: fix it, do not retry
+    "UNAVAILABLE",  # no room now, or the server is going away: retry with backoff
+    "RESOURCE_EXHAUSTED",  # a limit of the server's was reached: retry later
+    "CANCELLED",  # the caller cancelled
+    "DEADLINE_EXCEEDED",  # the caller's deadline passed
+    "INTERNAL",  # the server failed: report it
+)
+
+
+@dataclass(frozen=True)
+class Error:
+    code: str  # one of STATUS_CODES
+    message: str
+
+
+Event = Started | Captioned | Progress | Composed | Done | Error
 TYPES: dict[str, type] = {
     STARTED: Started,
     CAPTIONED: Captioned,
     PROGRESS: Progress,
     COMPOSED: Composed,
     DONE: Done,
+    ERROR: Error,
 }
 _TYPE_NAMES = {cls: name for name, cls in TYPES.items()}
 _NOT_IN_JSON = ("audio",)

@@ -83,9 +83,12 @@ EVENTS = [
     events.Composed(0, 5, 16_000, 2.0, {"stage1": 3.0}, np.zeros(32_000, np.float32)),
     events.Done({"captioning": 0.5, "stage1": 3.0, "total": 6.0}),
 ]
+ERROR = events.Error("INVALID_ARGUMENT", "CANDIDATES must be in [1, 4], got 9")
 
 
-@pytest.mark.parametrize("event", EVENTS, ids=[type(e).__name__ for e in EVENTS])
+@pytest.mark.parametrize(
+    "event", [*EVENTS, ERROR], ids=[type(e).__name__ for e in [*EVENTS, ERROR]]
+)
 def test_events_round_trip(event):
     parsed = parse_stream_result(event_result(event))
     assert parsed == event
@@ -236,3 +239,28 @@ def test_asyncio_stream_ends_its_call_before_closing(monkeypatch, leave_after):
         assert got == EVENTS and log == ["ended", "closed"]
     else:
         assert got == EVENTS[:1] and log == ["cancelled", "closed"]
+
+
+def test_asyncio_stream_raises_the_typed_error_and_ends_the_call(monkeypatch):
+    """An `error` event ends the request on the server: the client raises the same line as the
+    ensemble's status, and lets the call end rather than cancelling it."""
+    from v2bgm_client import aio
+
+    log: list[str] = []
+    client = FakeAioClient(log)
+    monkeypatch.setattr(aio, "open_client", lambda module, url, tls: client)
+    monkeypatch.setattr(
+        client,
+        "stream_infer",
+        lambda requests, stream_timeout: FakeAioStream(
+            [event_result(EVENTS[0]), event_result(ERROR)], log
+        ),
+    )
+
+    async def consume() -> None:
+        async for _ in aio.stream_events("h:1", {}):
+            pass
+
+    with pytest.raises(ServerError, match=r"^the server rejected the request: CANDIDATES must"):
+        asyncio.run(consume())
+    assert log == ["ended", "closed"]

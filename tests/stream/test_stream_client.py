@@ -125,3 +125,21 @@ def test_batch_failure_is_one_line_and_the_others_go_on(tmp_path, grpc_url):
     lines = done.stderr.splitlines()
     assert len(lines) == 1 and lines[0].startswith("v2bgm: error: ") and "broken.mp4" in lines[0]
     assert list(out_dir.iterdir()) == []
+
+
+def test_a_rejected_stream_reads_as_a_rejected_ensemble_call(grpc_url):
+    """Both paths map the server's INVALID_ARGUMENT to the same one-line error."""
+    from v2bgm_client import api, stream
+    from v2bgm_client.errors import ServerError
+    from v2bgm_client.options import SoundtrackOptions
+
+    frames = np.zeros((2, 48, 64, 3), np.uint8)
+    request = stream.build_stream_request(frames, 1.0, SoundtrackOptions(tags=("jaz",)))
+    with pytest.raises(ServerError) as streamed:
+        list(stream.stream_events(grpc_url, request, 120))
+    unary = api.build_request(frames, 1.0, 2.0, seed=1, fixed_tags=("jaz",))
+    with pytest.raises(ServerError) as called:
+        api.infer(grpc_url, unary, 120)
+    for err in (streamed, called):
+        assert str(err.value).startswith("the server rejected the request: ")
+        assert "'jazz'" in str(err.value)

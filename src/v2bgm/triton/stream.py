@@ -12,6 +12,7 @@ Imported only inside Triton's Python-backend stub, where `triton_python_backend_
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import time
 import traceback
@@ -67,11 +68,26 @@ class Stream:
         self.sender.send(pb_utils.InferenceResponse(output_tensors=tensors), flags=flags)
 
     def fail(self, message: str, code: int) -> None:
-        error = pb_utils.TritonError(message, code)
+        """End the stream: a typed `error` event (the status a caller acts on), then Triton's
+        error response, its message opening with the same status name for raw callers."""
+        status = status_name(code)
+        with contextlib.suppress(Exception):  # a cancelled stream may take nothing more
+            self.send(events.Error(status, message))
+        error = pb_utils.TritonError(f"{status}: {message}", code)
         self.sender.send(
             pb_utils.InferenceResponse(output_tensors=[], error=error),
             flags=pb_utils.TRITONSERVER_RESPONSE_COMPLETE_FINAL,
         )
+
+
+def status_name(code: int) -> str:
+    """The gRPC status name (`events.STATUS_CODES`) of a Triton error code."""
+    names = {
+        pb_utils.TritonError.INVALID_ARG: "INVALID_ARGUMENT",
+        pb_utils.TritonError.UNAVAILABLE: "UNAVAILABLE",
+        pb_utils.TritonError.CANCELLED: "CANCELLED",
+    }
+    return names.get(code, "INTERNAL")
 
 
 def _tensor(spec: contract.TensorSpec, value: object) -> Any:
