@@ -13,7 +13,7 @@ from tests.monitoring import grafana
 from tests.monitoring.files import GRAFANA_PROVISIONING, RULES_FILE
 
 RECORDED_NAME = re.compile(r"\bv2bgm:[a-z0-9_]+(?::[a-z0-9_]+)?")
-TOPICS = ("capacity", "throughput", "latency", "queue", "gpu", "failures")
+TOPICS = ("capacity", "throughput", "latency", "queue", "gpu", "failures", "streams")
 
 
 def recorded_rules() -> set[str]:

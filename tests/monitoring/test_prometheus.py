@@ -23,9 +23,10 @@ import numpy as np
 import prometheus_client
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
-from v2bgm_client import api
+from v2bgm_client import api, stream
 from v2bgm_client import metrics as client_metrics
 from v2bgm_client.errors import ServerError
+from v2bgm_client.options import SoundtrackOptions
 from v2bgm_contract import interface as spec
 
 from tests.conftest import free_port
@@ -44,8 +45,11 @@ TOKEN_STAGES = (CAPTIONING, *yue.TOKEN_STAGES)
 
 pytestmark = pytest.mark.server
 
-DURATIONS_S = (1.0, 1.25)  # music asked for, one ensemble request each (kept short: CPU time)
+DURATIONS_S = (1.0, 1.25)  # music asked for, one request each (kept short: CPU time)
 FRAME_COUNTS = (3, 4)
+# The first through the ensemble, the second through the streaming model: both reach the
+# captioner and the composer once, so the server-side counts are the same either way.
+STREAMED = (False, True)
 WINDOW_S = 300.0  # the rules' rate window, [5m]
 IDLE_TIMEOUT_S = 300.0
 SAMPLE_ENV = "V2BGM_MONITORING_SAMPLE"  # a path: a table of rule values, as in docs/monitoring.md
@@ -57,6 +61,7 @@ CPU_SLOTS = {
 }
 # Gauges read straight from Triton's /metrics while a request runs.
 POLLED = (metrics.IN_GENERATION, metrics.WAITING, metrics.SLOTS)
+POLL_SLACK_S = 0.5  # the test's own time around a call: a poll of /metrics and a 50-ms sleep
 
 # Raw counters summed over the server, read before and after the requests.
 RAW = {
@@ -89,6 +94,7 @@ class Run:
     sampled_s: float  # lower bound of the time Prometheus has sampled the server for
     delta: dict[str, float]  # RAW after - before
     client_max_s: float  # slowest request as the client saw it
+    unary_s: list[float]  # each ensemble call as timed around it (the client's metrics time them)
     seen: dict[tuple[str, str], float]  # (gauge, model) -> highest value seen on /metrics
     client_registry: prometheus_client.CollectorRegistry
     rule_errors: list = field(default_factory=list)
@@ -166,11 +172,17 @@ def run(prom: Prometheus, server: TritonServer, grpc_url: str) -> Iterator[Run]:
     seen: dict[tuple[str, str], float] = {}
     client_seconds = []
     try:
-        for duration, count in zip(DURATIONS_S, FRAME_COUNTS, strict=True):
-            request = api.build_request(frames(count), 1.0, duration, seed=count)
+        for duration, count, streamed in zip(DURATIONS_S, FRAME_COUNTS, STREAMED, strict=True):
+            if streamed:
+                options = SoundtrackOptions(seed=count, duration_s=duration)
+                request = stream.build_stream_request(frames(count), 1.0, options)
+                call = lambda request=request: list(stream.stream_events(grpc_url, request))  # noqa: E731
+            else:
+                request = api.build_request(frames(count), 1.0, duration, seed=count)
+                call = lambda request=request: api.infer(grpc_url, request)  # noqa: E731
             clock = time.perf_counter()
             with ThreadPoolExecutor(1) as pool:
-                answer = pool.submit(api.infer, grpc_url, request)
+                answer = pool.submit(call)
                 while not answer.done():  # the gauges, straight from Triton, while it computes
                     for key, value in scrape_triton(server).items():
                         seen[key] = max(seen.get(key, 0.0), value)
@@ -179,8 +191,10 @@ def run(prom: Prometheus, server: TritonServer, grpc_url: str) -> Iterator[Run]:
             client_seconds.append(time.perf_counter() - clock)
         invalid = api.build_request(frames(2), 1.0, 1.0, seed=0)
         invalid[spec.DURATION_S.name] = np.full_like(invalid[spec.DURATION_S.name], 0.5)
+        clock = time.perf_counter()
         with pytest.raises(ServerError, match="rejected"):
             api.infer(grpc_url, invalid)
+        invalid_s = time.perf_counter() - clock
     finally:
         client_metrics.disable()
     done = time.time()
@@ -196,6 +210,7 @@ def run(prom: Prometheus, server: TritonServer, grpc_url: str) -> Iterator[Run]:
         sampled_s=at - started - 2 * SCRAPE_INTERVAL_S,
         delta={key: after[key] - before[key] for key in RAW},
         client_max_s=max(client_seconds),
+        unary_s=[t for t, s in zip(client_seconds, STREAMED, strict=True) if not s] + [invalid_s],
         seen=seen,
         client_registry=registry,
         rule_errors=prom.rules_health(),
@@ -316,6 +331,14 @@ def test_failure_ratio_rule(run: Run) -> None:
     assert run.value("v2bgm:failures:ratio_rate5m", model=model, reason=metrics.INTERNAL) == 0
 
 
+def test_stream_rules(run: Run) -> None:
+    """The streamed request: its first event came at once, its first audio within its call."""
+    model = spec.STREAM_MODEL
+    first_event = run.value("v2bgm:stream_first_event_seconds:p95_5m", model=model)
+    first_audio = run.value("v2bgm:stream_first_audio_seconds:p95_5m", model=model)
+    assert 0 < first_event < first_audio <= upper_bucket(run.client_max_s)
+
+
 def test_every_dashboard_panel_has_data(run: Run) -> None:
     for title, expr in grafana.exprs():
         if "ALERTS" in expr:
@@ -329,10 +352,13 @@ def test_client_metrics_saw_the_same_requests(run: Run) -> None:
     def get(name: str, **extra: str) -> float:
         return run.client_registry.get_sample_value(name, labels | extra) or 0.0
 
-    assert get(client_metrics.REQUESTS, code=client_metrics.OK) == len(DURATIONS_S)
+    unary = STREAMED.count(False)  # the client's metrics count its ensemble calls
+    assert get(client_metrics.REQUESTS, code=client_metrics.OK) == unary
     assert get(client_metrics.REQUESTS, code="INVALID_ARGUMENT") == 1
-    assert get(f"{client_metrics.REQUEST_SECONDS}_count") == len(DURATIONS_S) + 1
-    assert get(f"{client_metrics.REQUEST_SECONDS}_sum") >= run.client_max_s
+    assert get(f"{client_metrics.REQUEST_SECONDS}_count") == unary + 1
+    # the client times each call inside what the test timed around it (polling the gauges meanwhile)
+    timed = get(f"{client_metrics.REQUEST_SECONDS}_sum")
+    assert sum(run.unary_s) - POLL_SLACK_S * len(run.unary_s) <= timed <= sum(run.unary_s)
 
 
 def legend(template: str, labels: dict[str, str]) -> str:

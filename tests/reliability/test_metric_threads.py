@@ -50,7 +50,7 @@ MODEL_PY = textwrap.dedent(
         def initialize(self, args):
             # as the composer declares itself: its stages, and a line of its own
             self.metrics = metrics.ModelMetrics(
-                pb_utils, "{contract.COMPOSER_MODEL}", "1", {yue.STAGES}, {yue.TOKEN_STAGES}, True
+                pb_utils, "{contract.COMPOSER_MODEL}", "1", {yue.STAGES}, {yue.TOKEN_STAGES}, "line"
             )
             self.metrics.ready(True, 2)
 

@@ -201,3 +201,21 @@ def test_cancel_mid_stage1_stops_frees_and_serves_the_next(grpc_url, server):
     assert series(after, "v2bgm_failures_total", contract.COMPOSER_MODEL, **internal) == series(
         before, "v2bgm_failures_total", contract.COMPOSER_MODEL, **internal
     )
+    # the streaming model's own: one cancelled stream, one answered, none in flight, and its
+    # waits for a first event (both streams) and a first audio (the second only)
+    stream_model = contract.STREAM_MODEL
+    assert (
+        series(after, "v2bgm_failures_total", stream_model, **reason)
+        - series(before, "v2bgm_failures_total", stream_model, **reason)
+        == 1
+    )
+    assert (
+        series(after, "v2bgm_requests_total", stream_model)
+        - series(before, "v2bgm_requests_total", stream_model)
+        == 2
+    )
+    assert series(after, "v2bgm_requests_in_generation", stream_model) == 0
+    assert series(after, "v2bgm_model_ready", stream_model) == 1
+    for name, more in (("first_event", 2), ("first_audio", 1)):
+        count = f"v2bgm_stream_{name}_seconds_count"
+        assert series(after, count, stream_model) - series(before, count, stream_model) == more

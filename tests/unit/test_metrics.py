@@ -16,8 +16,13 @@ from v2bgm.yue import composer as yue
 
 # what each served model declares: the captioner's handler, the composer's own stages
 DECLARED = {
-    contract.COMPOSER_MODEL: (yue.STAGES, yue.TOKEN_STAGES, True),
-    contract.CAPTIONER_MODEL: (CaptionerHandler.stages, CaptionerHandler.token_stages, False),
+    contract.COMPOSER_MODEL: (yue.STAGES, yue.TOKEN_STAGES, metrics.LINE),
+    contract.CAPTIONER_MODEL: (
+        CaptionerHandler.stages,
+        CaptionerHandler.token_stages,
+        metrics.BATCH,
+    ),
+    contract.STREAM_MODEL: ((), (), metrics.STREAM),
 }
 
 
@@ -55,8 +60,8 @@ def fake_pb_utils() -> tuple[SimpleNamespace, dict[str, list[FakeMetric]]]:
 
 def recorder(model: str) -> tuple[metrics.ModelMetrics, dict[str, list[FakeMetric]]]:
     pb_utils, series = fake_pb_utils()
-    stages, token_stages, line = DECLARED[model]
-    return metrics.ModelMetrics(pb_utils, model, "1", stages, token_stages, line), series
+    stages, token_stages, role = DECLARED[model]
+    return metrics.ModelMetrics(pb_utils, model, "1", stages, token_stages, role), series
 
 
 def value(series: dict[str, list[FakeMetric]], name: str) -> float:
@@ -68,8 +73,9 @@ def test_only_the_composer_has_a_line_of_its_own() -> None:
     _, composer = recorder(contract.COMPOSER_MODEL)
     _, captioner = recorder(contract.CAPTIONER_MODEL)
     line = {metrics.WAITING, metrics.QUEUE_SECONDS}
-    assert set(composer) == set(metrics.NAMES)
-    assert set(captioner) == set(metrics.NAMES) - line  # it waits in Triton's queue
+    stream = {metrics.FIRST_EVENT_SECONDS, metrics.FIRST_AUDIO_SECONDS}
+    assert set(composer) == set(metrics.NAMES) - stream
+    assert set(captioner) == set(metrics.NAMES) - line - stream  # it waits in Triton's queue
     (wait,) = composer[metrics.QUEUE_SECONDS]
     assert wait.labels == {metrics.MODEL_LABEL: contract.COMPOSER_MODEL, metrics.VERSION_LABEL: "1"}
     assert wait.buckets == list(metrics.STAGE_BUCKETS_S)
@@ -115,7 +121,13 @@ def test_stage_series_follow_the_declared_stages() -> None:
     pb_utils, series = fake_pb_utils()
     warned: list[str] = []
     recorded = metrics.ModelMetrics(
-        pb_utils, "music_composer", "1", ("sketch", "render"), ("sketch",), True, warned.append
+        pb_utils,
+        "music_composer",
+        "1",
+        ("sketch", "render"),
+        ("sketch",),
+        metrics.LINE,
+        warned.append,
     )
     stages = {m.labels[metrics.STAGE_LABEL] for m in series[metrics.STAGE_SECONDS]}
     assert stages == {"sketch", "render"}
@@ -126,3 +138,20 @@ def test_stage_series_follow_the_declared_stages() -> None:
     (sketch,) = [m for m in series[metrics.TOKENS] if m.labels[metrics.STAGE_LABEL] == "sketch"]
     assert sketch.value == 7
     assert warned == ["metrics: stage 'other' was not declared; not recorded"]
+
+
+def test_the_stream_counts_requests_and_its_waits_but_no_music_of_its_own() -> None:
+    """Audio, frames and tokens are counted where they are made; the stream's own series are
+    its answers, failures (cancellations among them), streams in flight and two waits."""
+    recorded, series = recorder(contract.STREAM_MODEL)
+    assert set(series) == {
+        metrics.REQUESTS, metrics.FAILURES, metrics.IN_GENERATION, metrics.READY,
+        metrics.FIRST_EVENT_SECONDS, metrics.FIRST_AUDIO_SECONDS,
+    }  # fmt: skip
+    recorded.first_event(0.01)
+    recorded.first_audio(12.5)
+    recorded.answered(metrics.Outcome(metrics.CANCELLED))
+    (audio,) = series[metrics.FIRST_AUDIO_SECONDS]
+    assert audio.observed == [12.5]
+    failures = {m.labels[metrics.REASON_LABEL]: m.value for m in series[metrics.FAILURES]}
+    assert failures[metrics.CANCELLED] == 1 and value(series, metrics.REQUESTS) == 1

@@ -79,7 +79,7 @@ class BackendModel:
             args["model_version"],
             self.handler.stages,
             self.handler.token_stages,
-            waiting_line=isinstance(self, ConcurrentModel),
+            role=metrics.LINE if isinstance(self, ConcurrentModel) else metrics.BATCH,
             warn=self.logger.log_warn,
         )
         self.started()

@@ -52,6 +52,16 @@ READY = "v2bgm_model_ready"  # gauge {model, version}: instances loaded and serv
 SLOTS = "v2bgm_slots"  # gauge {model, version}: requests the ready instances compute at once
 WAITING = "v2bgm_requests_waiting"  # gauge {model, version}: in the composer's line for a slot
 QUEUE_SECONDS = "v2bgm_queue_duration_seconds"  # histogram {model, version}: line to slot
+FIRST_EVENT_SECONDS = "v2bgm_stream_first_event_seconds"  # histogram: request to first event
+FIRST_AUDIO_SECONDS = "v2bgm_stream_first_audio_seconds"  # histogram: request to first audio
+
+# --- what kind of served model records them ----------------------------------------------------
+BATCH = "batch"  # answers a batch in `execute` (the captioner)
+LINE = "line"  # keeps its own line for a slot and answers later (the composer)
+STREAM = "stream"  # drives the others and streams events (video_to_music_stream): it produces
+# no audio, tokens or frames of its own (they are counted where they are made)
+COMPUTING = (BATCH, LINE)
+ROLES = (BATCH, LINE, STREAM)
 
 # --- labels and their closed sets of values ----------------------------------------------------
 MODEL_LABEL = "model"  # the same label names as Triton's nv_* metrics, so rules can join them
@@ -79,22 +89,39 @@ class MetricDef:
     kind: str  # the MetricFamily kind: COUNTER, GAUGE or HISTOGRAM
     description: str
     extra_label: str | None = None  # STAGE_LABEL or REASON_LABEL
-    line_only: bool = False  # only models with a line of their own (continuous batching)
+    roles: tuple[str, ...] = ROLES  # the kinds of model that record it
 
 
 DEFINITIONS = (
-    MetricDef(STAGE_SECONDS, "HISTOGRAM", "Seconds one request spent in a stage", STAGE_LABEL),
-    MetricDef(AUDIO_SECONDS, "COUNTER", "Seconds of music produced"),
-    MetricDef(TOKENS, "COUNTER", "Tokens generated, per stage", STAGE_LABEL),
-    MetricDef(FRAMES, "COUNTER", "Video frames captioned"),
+    MetricDef(
+        STAGE_SECONDS, "HISTOGRAM", "Seconds one request spent in a stage", STAGE_LABEL, COMPUTING
+    ),
+    MetricDef(AUDIO_SECONDS, "COUNTER", "Seconds of music produced", roles=COMPUTING),
+    MetricDef(TOKENS, "COUNTER", "Tokens generated, per stage", STAGE_LABEL, COMPUTING),
+    MetricDef(FRAMES, "COUNTER", "Video frames captioned", roles=COMPUTING),
     MetricDef(REQUESTS, "COUNTER", "Requests answered, successful or not"),
     MetricDef(FAILURES, "COUNTER", "Requests answered with an error, by reason", REASON_LABEL),
     MetricDef(IN_GENERATION, "GAUGE", "Requests being computed right now (not waiting)"),
     MetricDef(READY, "GAUGE", "Model instances loaded and serving"),
-    MetricDef(SLOTS, "GAUGE", "Requests the ready instances compute at once, at most"),
+    MetricDef(
+        SLOTS, "GAUGE", "Requests the ready instances compute at once, at most", roles=COMPUTING
+    ),
     # The composer's own line (its scheduler's; Triton's queue stays empty for it)
-    MetricDef(WAITING, "GAUGE", "Requests waiting for a slot", line_only=True),
-    MetricDef(QUEUE_SECONDS, "HISTOGRAM", "Seconds waited for a slot", line_only=True),
+    MetricDef(WAITING, "GAUGE", "Requests waiting for a slot", roles=(LINE,)),
+    MetricDef(QUEUE_SECONDS, "HISTOGRAM", "Seconds waited for a slot", roles=(LINE,)),
+    # What a streaming caller waits for: the first event (the options settled) and first audio
+    MetricDef(
+        FIRST_EVENT_SECONDS,
+        "HISTOGRAM",
+        "Seconds from a stream's request to its first event",
+        roles=(STREAM,),
+    ),
+    MetricDef(
+        FIRST_AUDIO_SECONDS,
+        "HISTOGRAM",
+        "Seconds from a stream's request to its first audio",
+        roles=(STREAM,),
+    ),
 )
 NAMES = tuple(d.name for d in DEFINITIONS)
 
@@ -147,14 +174,16 @@ class ModelMetrics:
         pb_utils: ModuleType,
         model: str,
         version: str,
-        stages: tuple[str, ...],
+        stages: tuple[str, ...] = (),
         token_stages: tuple[str, ...] = (),
-        waiting_line: bool = False,
+        role: str = BATCH,
         warn: Callable[[str], None] = print,
     ) -> None:
         """`stages`: the stage names the model reports costs for (its handler's, so the
-        composer's own), `token_stages` those that generate tokens; `waiting_line`: the model
-        keeps its own line for a slot (continuous batching)."""
+        composer's own), `token_stages` those that generate tokens; `role`: BATCH, LINE (its
+        own line for a slot) or STREAM."""
+        if role not in ROLES:
+            raise ValueError(f"role must be one of {ROLES}, got {role!r}")
         self._families: dict[str, Any] = {}
         self._series: dict[tuple[str, str | None], Any] = {}
         self.stages = tuple(stages)
@@ -166,7 +195,7 @@ class ModelMetrics:
         self._closed = False
         base = {MODEL_LABEL: model, VERSION_LABEL: version}
         for d in DEFINITIONS:
-            if d.line_only and not waiting_line:
+            if role not in d.roles:
                 continue
             family = pb_utils.MetricFamily(
                 name=d.name, description=d.description, kind=getattr(pb_utils.MetricFamily, d.kind)
@@ -204,7 +233,8 @@ class ModelMetrics:
         if up:
             self._slots = slots
         self._add(READY, 1 if up else -1)
-        self._add(SLOTS, self._slots if up else -self._slots)
+        if (SLOTS, None) in self._series:  # the streaming model computes nothing itself
+            self._add(SLOTS, self._slots if up else -self._slots)
 
     def in_generation(self, requests: int) -> None:
         """`requests` (negative: fewer) start or stop being computed."""
@@ -224,6 +254,13 @@ class ModelMetrics:
     def ended(self) -> None:
         """A started request was answered (music or error)."""
         self._add(IN_GENERATION, -1)
+
+    # The streaming model reports through these.
+    def first_event(self, seconds: float) -> None:
+        self._record(FIRST_EVENT_SECONDS, None, seconds, observe=True)
+
+    def first_audio(self, seconds: float) -> None:
+        self._record(FIRST_AUDIO_SECONDS, None, seconds, observe=True)
 
     def answered(self, done: Outcome) -> None:
         self._add(REQUESTS, 1)

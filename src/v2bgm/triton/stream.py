@@ -24,7 +24,7 @@ from v2bgm_contract import events
 from v2bgm_contract import interface as contract
 
 from v2bgm.composer import Cancelled
-from v2bgm.triton import stream_job
+from v2bgm.triton import metrics, stream_job
 from v2bgm.triton.eta import Eta
 from v2bgm.triton.progress_channel import CHANNEL_PARAMETER, ProgressChannel
 
@@ -41,11 +41,14 @@ class StepFailed(Exception):
 
 
 class Stream:
-    """One request's response sender: events out, cancellation in."""
+    """One request's response sender: events out, cancellation in; the times to its first
+    event and first audio go to `meter`."""
 
-    def __init__(self, request: Any) -> None:
+    def __init__(self, request: Any, meter: metrics.ModelMetrics | None = None) -> None:
         self.sender = request.get_response_sender()
         self.started = time.monotonic()
+        self.meter = meter
+        self.sent_event = self.sent_audio = False
 
     def elapsed_s(self) -> float:
         return time.monotonic() - self.started
@@ -66,6 +69,17 @@ class Stream:
             ]
         flags = pb_utils.TRITONSERVER_RESPONSE_COMPLETE_FINAL if final else 0
         self.sender.send(pb_utils.InferenceResponse(output_tensors=tensors), flags=flags)
+        self._measure(isinstance(event, events.Composed))
+
+    def _measure(self, audio: bool) -> None:
+        if self.meter is None:
+            return
+        if not self.sent_event:
+            self.sent_event = True
+            self.meter.first_event(self.elapsed_s())
+        if audio and not self.sent_audio:
+            self.sent_audio = True
+            self.meter.first_audio(self.elapsed_s())
 
     def fail(self, message: str, code: int) -> None:
         """End the stream: a typed `error` event (the status a caller acts on), then Triton's
@@ -78,6 +92,13 @@ class Stream:
             pb_utils.InferenceResponse(output_tensors=[], error=error),
             flags=pb_utils.TRITONSERVER_RESPONSE_COMPLETE_FINAL,
         )
+
+
+FAILURE_OF_CODE = {  # a step's status -> the stream's failure reason (metrics)
+    "INVALID_ARGUMENT": metrics.INVALID_ARGUMENT,
+    "CANCELLED": metrics.CANCELLED,
+    "UNAVAILABLE": metrics.UNAVAILABLE,
+}
 
 
 def status_name(code: int) -> str:
@@ -103,28 +124,44 @@ class StreamModel:
     def initialize(self, args: dict[str, Any]) -> None:
         self.logger = pb_utils.Logger
         self.eta = Eta()
+        self.metrics = metrics.ModelMetrics(  # its own: streams, failures, first event/audio
+            pb_utils, args["model_name"], args["model_version"], role=metrics.STREAM,
+            warn=self.logger.log_warn,
+        )  # fmt: skip
+        self.metrics.ready(True)
 
     async def execute(self, requests: list) -> None:
         await asyncio.gather(*(self.serve(request) for request in requests))
 
     def finalize(self) -> None:
-        pass
+        self.metrics.ready(False)
+        self.metrics.close()
 
     async def serve(self, request: Any) -> None:
-        stream = Stream(request)
+        stream = Stream(request, self.metrics)
+        self.metrics.in_generation(1)
+        failure: str | None = None
         try:
             await self.run(request, stream)
         except contract.InvalidInput as exc:
+            failure = metrics.INVALID_ARGUMENT
             stream.fail(str(exc), pb_utils.TritonError.INVALID_ARG)
         except Cancelled as exc:
+            failure = metrics.CANCELLED
             stream.fail(str(exc), pb_utils.TritonError.CANCELLED)
         except StepFailed as exc:
+            failure = FAILURE_OF_CODE.get(status_name(exc.code), metrics.INTERNAL)
             stream.fail(str(exc), exc.code)
         except Exception as exc:
+            failure = metrics.INTERNAL
             self.logger.log_error(traceback.format_exc())
             stream.fail(
                 f"internal error: {type(exc).__name__}: {exc}", pb_utils.TritonError.INTERNAL
             )
+        finally:
+            with contextlib.suppress(Exception):  # a metric never costs a stream its end
+                self.metrics.in_generation(-1)
+                self.metrics.answered(metrics.Outcome(failure))
 
     async def run(self, request: Any, stream: Stream) -> None:
         inputs = {}
