@@ -219,3 +219,33 @@ def test_cancel_mid_stage1_stops_frees_and_serves_the_next(grpc_url, server):
     for name, more in (("first_event", 2), ("first_audio", 1)):
         count = f"v2bgm_stream_{name}_seconds_count"
         assert series(after, count, stream_model) - series(before, count, stream_model) == more
+
+
+def test_cancel_during_captioning_stops_waiting_at_once(grpc_url, server):
+    """The captioner cannot be stopped mid-forward, but the stream need not wait for it: it ends
+    (cancelled) while the captioner is still working, and no composition starts."""
+    before = metrics(server)
+    composed_before = series(before, "v2bgm_requests_total", contract.COMPOSER_MODEL)
+    captioned_before = series(before, "v2bgm_requests_total", contract.CAPTIONER_MODEL)
+    # the interface's largest video: seconds of captioning even for the tiny model on a CPU
+    shape = (contract.MAX_FRAMES, contract.MAX_FRAME_SIDE, contract.MAX_FRAME_SIDE, 3)
+    video = np.random.default_rng(7).integers(0, 256, shape, dtype=np.uint8)
+    doomed = Stream(grpc_url)
+    doomed.send([tensor("FRAMES", video), tensor("FPS", [1.0]), tensor("SEED", [3])])
+    event, _ = next(doomed.events())
+    assert event["type"] == "started"  # captioning now
+    doomed.cancel()
+    cancelled_at = time.monotonic()
+    while series(metrics(server), "v2bgm_requests_in_generation", contract.STREAM_MODEL):
+        assert time.monotonic() - cancelled_at < CANCEL_STOPS_WITHIN_S, "still waiting"
+        time.sleep(0.02)
+    # the stream ended before its caption was answered...
+    captioned = series(metrics(server), "v2bgm_requests_total", contract.CAPTIONER_MODEL)
+    assert captioned == captioned_before
+    doomed.close()
+    deadline = time.monotonic() + WAIT_S  # ...which came later, and was dropped
+    while series(metrics(server), "v2bgm_requests_total", contract.CAPTIONER_MODEL) == captioned:
+        assert time.monotonic() < deadline, "the caption never came"
+        time.sleep(0.1)
+    after = metrics(server)  # its late answer was dropped: nothing was composed for it
+    assert series(after, "v2bgm_requests_total", contract.COMPOSER_MODEL) == composed_before

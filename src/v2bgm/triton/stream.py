@@ -172,9 +172,9 @@ class StreamModel:
         job = stream_job.parse(inputs)
         stream.send(events.Started(job.seed, job.candidates, job.duration_s))
         clock = time.monotonic()
-        caption, tags, lyrics = await self.caption(job)
+        caption, tags, lyrics = await self.caption(job, stream)
         timings = {CAPTIONING: time.monotonic() - clock}
-        if stream.cancelled():  # the captioner cannot be stopped midway; the composer can
+        if stream.cancelled():
             raise Cancelled("the caller cancelled the request")
         stream.send(events.Captioned(caption, tags, lyrics, timings[CAPTIONING]))
         for candidate in range(job.candidates):
@@ -187,7 +187,9 @@ class StreamModel:
             stream.send(composed)
         stream.send(events.Done({**timings, "total": stream.elapsed_s()}), final=True)
 
-    async def caption(self, job: stream_job.StreamJob) -> tuple[str, str, str]:
+    async def caption(self, job: stream_job.StreamJob, stream: Stream) -> tuple[str, str, str]:
+        """The captioner's answer; a cancel stops the wait at once (the captioner cannot be
+        stopped mid-forward: its late answer is dropped)."""
         inputs = [
             _tensor(contract.FRAMES, job.frames),
             _tensor(contract.FPS, [job.fps]),
@@ -202,7 +204,12 @@ class StreamModel:
         bls = pb_utils.InferenceRequest(
             model_name=contract.CAPTIONER_MODEL, requested_output_names=outputs, inputs=inputs
         )
-        response = _checked(contract.CAPTIONER_MODEL, await bls.async_exec())
+        pending = asyncio.ensure_future(bls.async_exec())
+        while not (await asyncio.wait({pending}, timeout=POLL_S))[0]:
+            if stream.cancelled():
+                pending.add_done_callback(_dropped)
+                raise Cancelled("the caller cancelled the request")
+        response = _checked(contract.CAPTIONER_MODEL, pending.result())
         caption, tags, lyrics = (
             _text(pb_utils.get_output_tensor_by_name(response, name)) for name in outputs
         )
@@ -290,6 +297,12 @@ class StreamModel:
             )
         )
         return now
+
+
+def _dropped(answer: asyncio.Future) -> None:
+    """A BLS answer nobody waits for any more: retrieved, so asyncio does not report it."""
+    if not answer.cancelled():
+        answer.exception()
 
 
 def _checked(model: str, response: Any) -> Any:
