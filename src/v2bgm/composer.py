@@ -91,6 +91,7 @@ class ComposerOptions:
 
     slots: int = 16  # requests computed at once
     max_waiting: int = 8  # beyond the slots, before refusing with Busy
+    precision: str = "bf16"  # of the weights, where the composer offers a choice ("fp8")
 
 
 class Composer(Protocol):

@@ -9,7 +9,9 @@ all in one process on one device, as a JSON report.
   calls it; v2bgm.yue.reference);
 - engine: YuE's `Stage1` on the CFG decoder, 1, 4 and 16 requests decoding together;
 - stage 2 for N seconds of music (one track, and both tracks), X-Codec + vocoder for N seconds;
-- parity: greedy tokens of the engine against the generate path on the same weights.
+- parity: greedy tokens of the engine against the generate path on the same weights;
+- fp8: the same engine on FP8 weights (`precision: fp8`): its floors, steps, the Triton kernels
+  checked against the dequantized product, and its error against bf16 (v2bgm.bench.precision).
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ import torch
 from transformers import AutoModelForCausalLM
 
 from v2bgm import checkpoints
-from v2bgm.bench import floors
+from v2bgm.bench import floors, precision
 from v2bgm.devices import model_dtype
 from v2bgm.engine.llama import StaticLlama
 from v2bgm.yue import tokens
@@ -225,6 +227,73 @@ def decode_seconds(weights: Path, seconds: float, device: str) -> dict:
     return {"music_s": seconds, "seconds": clock.seconds, "samples": len(audio)}
 
 
+@torch.inference_mode()
+def kernel_check(model: StaticLlama, rows: tuple[int, ...] = (1, 2, 4, 32)) -> dict:
+    """The Triton kernels against the dequantized product, per matrix shape and row count: the
+    largest error relative to the product's largest magnitude."""
+    from v2bgm.engine import skinny
+
+    worst: dict[str, float] = {}
+    seen = set()
+    for m in floors.fused_matrices(model):
+        if m.weight.shape in seen:
+            continue
+        seen.add(m.weight.shape)
+        dense = m.dequantized(torch.float32)
+        for r in rows:
+            x = torch.randn(r, m.weight.shape[1], dtype=torch.bfloat16, device=m.weight.device)
+            expected = x.float() @ dense.t()
+            got = skinny.linear(x, m.weight, m.scale).float()
+            error = ((got - expected).abs().max() / expected.abs().max()).item()
+            key = f"rows {r}"
+            worst[key] = max(worst.get(key, 0.0), error)
+    return worst
+
+
+def greedy_agreement(a: StaticLlama, b: StaticLlama, tokenizer, new_tokens: int) -> dict:
+    """Greedy tokens of the engine on two weight sets: the steps before they first differ."""
+    s = settings_for(new_tokens, greedy=True)
+    ids = [
+        Stage1(m, tokenizer, s, slots=1).generate(TAGS, SECTIONS, new_tokens // 2, seed=0).ids
+        for m in (a, b)
+    ]
+    n = min(map(len, ids))
+    mismatch = np.flatnonzero(ids[0][:n] != ids[1][:n])
+    prompt = len(ids[0]) - new_tokens - 1
+    return {
+        "generated": new_tokens,
+        "equal_prefix": int(min((mismatch[0] if len(mismatch) else n) - prompt, new_tokens)),
+    }
+
+
+def fp8_report(s1, static1: StaticLlama, tokenizer, args, device, bandwidth: float) -> dict:
+    """Stage 1 on FP8 weights, measured as the bf16 engine is, beside it."""
+    fp8 = StaticLlama(s1, precision="fp8")
+    out: dict = {"kernel_check_max_relative_error": kernel_check(fp8)}
+    out["kernel_check_bf16_max_relative_error"] = kernel_check(static1)
+    out["floors"] = floors.floors(fp8, None, bandwidth)
+    plain = out["floors"]["plain_read_ms"]
+    bf16_plain = floors.step_bytes(static1) / bandwidth * 1000
+    engine = Stage1(fp8, tokenizer, settings_for(args.tokens), slots=max(args.batches))
+    out["engine"] = [engine_rate(engine, b, args.tokens, device) for b in args.batches]
+    del engine
+    music_tokens = int(args.music_s * tokens.STAGE1_TOKENS_PER_SECOND)
+    engine = Stage1(fp8, tokenizer, settings_for(music_tokens), slots=max(args.long_batches))
+    out["engine_music_length"] = [
+        engine_rate(engine, b, music_tokens, device) for b in args.long_batches
+    ]
+    del engine
+    for runs, n in ((out["engine"], args.tokens), (out["engine_music_length"], music_tokens)):
+        out[f"step_over_own_plain_read_{n}"] = runs[0]["ms_per_step"] / plain
+        out[f"step_over_bf16_plain_read_{n}"] = runs[0]["ms_per_step"] / bf16_plain
+    out["profile_eager_step_batch1"] = kernel_profile(
+        Stage1(fp8, tokenizer, settings_for(args.tokens), slots=1)
+    )
+    out["against_bf16"] = precision.fp8_against_bf16(static1, fp8, tokenizer, args.tokens)
+    out["greedy_vs_bf16_engine"] = greedy_agreement(static1, fp8, tokenizer, 64)
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--weights", type=Path, default=Path("models/full"))
@@ -240,6 +309,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, help="also write the JSON report here")
     parser.add_argument(
         "--floors-only", action="store_true", help="measure the floors of stages 1 and 2 only"
+    )
+    parser.add_argument(
+        "--no-fp8", action="store_true", help="skip stage 1 on FP8 weights (GPU only)"
     )
     parser.add_argument(
         "--parity-fp32", type=int, default=0, metavar="N",
@@ -267,6 +339,8 @@ def main(argv: list[str] | None = None) -> int:
                 args.weights / checkpoints.YUE_STAGE2, dtype=dtype
             ).to(device)
             report["floors"]["stage2"] = floors.floors(StaticLlama(s2.eval()), s2, bandwidth)
+            fp8 = StaticLlama(s1, precision="fp8")
+            report["floors"]["stage1_fp8"] = floors.floors(fp8, None, bandwidth)
             return finish(report, args.out)
     report["reference"] = reference_rate(s1, tokenizer, args.reference_tokens, device)
     engine = Stage1(static1, tokenizer, settings_for(args.tokens), slots=max(args.batches))
@@ -304,6 +378,9 @@ def main(argv: list[str] | None = None) -> int:
         del eager
     del engine
     report["parity_greedy_bf16"] = parity(s1, static1, tokenizer, 64)
+    if device.type == "cuda" and not args.no_fp8:
+        report["fp8"] = fp8_report(s1, static1, tokenizer, args, device, bandwidth)
+        torch.cuda.empty_cache()
     if args.parity_fp32:  # the same weights in fp32: rounding no longer decides near-ties
         del s1, static1
         torch.cuda.empty_cache()

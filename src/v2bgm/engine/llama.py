@@ -21,6 +21,8 @@ import torch
 import torch.nn.functional as F
 from transformers import PreTrainedModel
 
+from v2bgm.engine.linear import DEFAULT_PRECISION, Matrix, as_precision, check_precision, linear
+
 COMPILE_ENV = "V2BGM_COMPILE"  # "0": no torch.compile on the GPU (eager kernels, slower)
 # Decoding steps (a query position or two per row) attend with two GEMMs (`decode_attention`)
 # up to this many rows of one pool; SDPA wins beyond (H200: 16 rows 3.2 vs 4.0 ms and 32 rows
@@ -69,11 +71,11 @@ class Part:
 @dataclass
 class _Layer:
     norm1: torch.Tensor
-    qkv: torch.Tensor  # [(H + 2 Hkv) D, hidden]
-    o: torch.Tensor
+    qkv: Matrix  # [(H + 2 Hkv) D, hidden]
+    o: Matrix
     norm2: torch.Tensor
-    gate_up: torch.Tensor  # [2 F, hidden]
-    down: torch.Tensor
+    gate_up: Matrix  # [2 F, hidden]
+    down: Matrix
 
 
 class StaticLlama:
@@ -84,8 +86,12 @@ class StaticLlama:
         model: PreTrainedModel,
         max_positions: int | None = None,
         compile: bool | None = None,
+        precision: str = DEFAULT_PRECISION,
     ) -> None:
-        """`compile`: fuse with torch.compile (default: on a GPU unless V2BGM_COMPILE=0)."""
+        """`compile`: fuse with torch.compile (default: on a GPU unless V2BGM_COMPILE=0).
+        `precision`: "fp8" holds the matrices (not the embedding or the norms) as FP8 with
+        per-channel scales (v2bgm.engine.linear); the model's own matrices are then no longer
+        needed, and are freed once the caller drops the model."""
         config = model.config
         self.config = config
         self.device = model.device
@@ -96,6 +102,7 @@ class StaticLlama:
         self.eps = config.rms_norm_eps
         self.vocab_size = config.vocab_size
         self.max_positions = max_positions or config.max_position_embeddings
+        self.precision = check_precision(precision)
         inner = model.model
         self.embed = inner.embed_tokens.weight
         self.layers = []
@@ -106,15 +113,15 @@ class StaticLlama:
             self.layers.append(
                 _Layer(
                     norm1=layer.input_layernorm.weight,
-                    qkv=_fuse([attn.q_proj, attn.k_proj, attn.v_proj]),
-                    o=attn.o_proj.weight,
+                    qkv=as_precision(_fuse([attn.q_proj, attn.k_proj, attn.v_proj]), precision),
+                    o=as_precision(attn.o_proj.weight, precision),
                     norm2=layer.post_attention_layernorm.weight,
-                    gate_up=_fuse([mlp.gate_proj, mlp.up_proj]),
-                    down=mlp.down_proj.weight,
+                    gate_up=as_precision(_fuse([mlp.gate_proj, mlp.up_proj]), precision),
+                    down=as_precision(mlp.down_proj.weight, precision),
                 )
             )
         self.norm = inner.norm.weight
-        self.lm_head = model.lm_head.weight
+        self.lm_head = as_precision(model.lm_head.weight, precision)
         self.scaling = self.head_dim**-0.5
         self.cos, self.sin = _rotary_tables(model, self.max_positions)
         # On a GPU the element-wise work around the GEMMs is fused by torch.compile (one
@@ -156,7 +163,8 @@ class StaticLlama:
         writes = [self._cache_index(positions, part, start) for part, start in spans]
         shape = (self.heads, self.kv_heads, self.head_dim, self.eps)
         for index, layer in enumerate(self.layers):
-            h, q, kv = self._pre(h, delta, layer.norm1, layer.qkv, cos, sin, *shape)
+            qkv = layer.qkv
+            h, q, kv = self._pre(h, delta, layer.norm1, qkv.weight, qkv.scale, cos, sin, *shape)
             outs = [
                 self._attend(index, part, q[sl], kv[sl], where, mask)
                 for (part, start), mask, where in zip(spans, masks, writes, strict=True)
@@ -165,11 +173,13 @@ class StaticLlama:
             second = outs[1] if len(outs) > 1 else None
             if len(outs) > 2:
                 second = torch.cat(outs[1:])
+            o, gate_up, down = layer.o, layer.gate_up, layer.down
             h, delta = self._post(
-                h, outs[0], second, layer.o, layer.norm2, layer.gate_up, layer.down, self.eps
-            )
+                h, outs[0], second, o.weight, o.scale, layer.norm2,
+                gate_up.weight, gate_up.scale, down.weight, down.scale, self.eps,
+            )  # fmt: skip
         h = _rms_norm((h + delta)[:, -1], self.norm, self.eps)
-        return F.linear(h, self.lm_head).float()
+        return linear(h, self.lm_head.weight, self.lm_head.scale).float()
 
     def _mask(self, positions: torch.Tensor, part: Part, start: int) -> torch.Tensor:
         """[rows, 1, G*T, kv_len] additive (0 / -inf, the model's dtype): query rows of one KV
@@ -264,6 +274,7 @@ def _pre_attention(
     delta: torch.Tensor,
     norm: torch.Tensor,
     qkv_weight: torch.Tensor,
+    qkv_scale: torch.Tensor | None,
     cos: torch.Tensor,
     sin: torch.Tensor,
     heads: int,
@@ -275,7 +286,7 @@ def _pre_attention(
     h, q [R, heads, T, D] and keys/values [R, 2, kv_heads, T, D] in the cache's layout."""
     h = h + delta
     rows, length, _ = h.shape
-    qkv = F.linear(_rms_norm(h, norm, eps), qkv_weight)
+    qkv = linear(_rms_norm(h, norm, eps), qkv_weight, qkv_scale)
     qkv = qkv.view(rows, length, heads + 2 * kv_heads, head_dim).transpose(1, 2)
     q, k, v = qkv.split([heads, kv_heads, kv_heads], dim=1)  # [R, heads, T, D]
     # contiguous: the cache takes k/v and SDPA q in this layout, without a copy of their own
@@ -287,20 +298,25 @@ def _post_attention(
     attn: torch.Tensor,
     attn_more: torch.Tensor | None,
     o_weight: torch.Tensor,
+    o_scale: torch.Tensor | None,
     norm: torch.Tensor,
     gate_up_weight: torch.Tensor,
+    gate_up_scale: torch.Tensor | None,
     down_weight: torch.Tensor,
+    down_scale: torch.Tensor | None,
     eps: float,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Output projection and residual, RMSNorm and the SiLU MLP (its residual is added by the
     next `_pre_attention`, where it fuses with the norm). `attn_more`: the next rows' attention
-    (another cache pool's), joined here where the join fuses with the layout change."""
+    (another cache pool's), joined here where the join fuses with the layout change. Scales:
+    FP8 matrices' (v2bgm.engine.linear), else None."""
     if attn_more is not None:
         attn = torch.cat([attn, attn_more])
     rows, heads, length, head_dim = attn.shape
-    h = h + F.linear(attn.transpose(1, 2).reshape(rows, length, heads * head_dim), o_weight)
-    gate, up = F.linear(_rms_norm(h, norm, eps), gate_up_weight).chunk(2, dim=-1)
-    return h, F.linear(F.silu(gate) * up, down_weight)
+    flat = attn.transpose(1, 2).reshape(rows, length, heads * head_dim)
+    h = h + linear(flat, o_weight, o_scale)
+    gate, up = linear(_rms_norm(h, norm, eps), gate_up_weight, gate_up_scale).chunk(2, dim=-1)
+    return h, linear(F.silu(gate) * up, down_weight, down_scale)
 
 
 def _fuse(linears: list[torch.nn.Linear]) -> torch.Tensor:

@@ -44,6 +44,7 @@ DEFAULT_MAX_WAITING = 8  # beyond the slots, before refusing (`max_waiting`)
 # Overrides the config's `slots` without rebuilding the image: each slot holds a whole context
 # window of stage-1 cache (~1.2 GB at full size), so a smaller card wants fewer.
 SLOTS_ENV = "V2BGM_COMPOSER_SLOTS"
+PRECISION_ENV = "V2BGM_COMPOSER_PRECISION"  # overrides the config's `precision` ("bf16", "fp8")
 
 
 class CaptionerHandler:
@@ -127,6 +128,13 @@ def composer_slots(params: Params, environ: Mapping[str, str] = os.environ) -> i
     return int(given)
 
 
+def composer_precision(params: Params, environ: Mapping[str, str] = os.environ) -> str:
+    """$V2BGM_COMPOSER_PRECISION, else the config's `precision`, else the composer's default
+    (the composer checks the value)."""
+    given = environ.get(PRECISION_ENV, "").strip() or params.get("precision", "").strip()
+    return given or ComposerOptions.precision
+
+
 class ComposerHandler:
     """Hands each request to the composer and answers it when its music is done."""
 
@@ -143,6 +151,7 @@ class ComposerHandler:
         options = ComposerOptions(
             slots=composer_slots(params),
             max_waiting=int(params.get("max_waiting") or DEFAULT_MAX_WAITING),
+            precision=composer_precision(params),
         )
         name = params.get("composer") or composers.DEFAULT
         return cls(composers.load(name, weights, device, options))

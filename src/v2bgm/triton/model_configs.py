@@ -47,6 +47,7 @@ class PythonModel:
     # kind; beyond them `queue.max_size` wait in the model's own line, then UNAVAILABLE.
     slots: dict[str, int] | None = None
     composer: str | None = None  # the composer to load (v2bgm.composers), for the composer
+    precision: str | None = None  # of the composer's weights ("bf16"; "fp8": stage 1 in FP8)
 
 
 # The captioner batches videos of different sizes (ragged inputs: the Python backend gets each
@@ -56,7 +57,11 @@ class PythonModel:
 PYTHON_MODELS = (
     PythonModel(contract.CAPTIONER, CAPTIONER_QUEUE, batch_delay_us=20_000),
     PythonModel(
-        contract.COMPOSER, COMPOSER_QUEUE, slots={"KIND_GPU": 16, "KIND_CPU": 4}, composer="yue-v1"
+        contract.COMPOSER,
+        COMPOSER_QUEUE,
+        slots={"KIND_GPU": 16, "KIND_CPU": 4},
+        composer="yue-v1",
+        precision="bf16",
     ),
 )
 
@@ -104,6 +109,8 @@ def python_model_config(model: PythonModel, kind: str) -> str:
     values: dict[str, object] = {}
     if model.composer is not None:
         values["composer"] = model.composer
+    if model.precision is not None:
+        values["precision"] = model.precision
     if model.slots is not None:
         values |= {"slots": model.slots[kind], "max_waiting": model.queue.max_size}
     if values:

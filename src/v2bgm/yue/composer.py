@@ -92,8 +92,11 @@ class YuEComposer:
         self.sample_rate = SAMPLE_RATE
 
     @classmethod
-    def from_pretrained(cls, root: str | Path, device: str = "cpu", slots: int = 16) -> YuEComposer:
-        """`slots`: stage-1 requests the engine decodes side by side."""
+    def from_pretrained(
+        cls, root: str | Path, device: str = "cpu", slots: int = 16, precision: str = "bf16"
+    ) -> YuEComposer:
+        """`slots`: stage-1 requests the engine decodes side by side; `precision`: of stage 1's
+        matrices ("bf16": as loaded; "fp8": v2bgm.engine.linear). Stage 2 stays as loaded."""
         root = Path(root)
         dtype = model_dtype(device)
         s1 = AutoModelForCausalLM.from_pretrained(root / checkpoints.YUE_STAGE1, dtype=dtype)
@@ -101,7 +104,7 @@ class YuEComposer:
         s1, s2 = s1.to(device).eval(), s2.to(device).eval()
         tokenizer = YuETokenizer(root / checkpoints.YUE_TOKENIZER)
         return cls(
-            Stage1(StaticLlama(s1), tokenizer, slots=slots),
+            Stage1(StaticLlama(s1, precision=precision), tokenizer, slots=slots),
             Stage2(StaticLlama(s2), rows=STAGE2_ROWS),
             *load_decoder(root, device),
         )

@@ -177,6 +177,8 @@ class YuEScheduler:
 
 def load(weights: Path, device: str, options: ComposerOptions) -> YuEScheduler:
     """The registry's loader of "yue-v1" (v2bgm.composers): load, warm up, serve."""
-    composer = YuEComposer.from_pretrained(weights, device, slots=options.slots)
+    composer = YuEComposer.from_pretrained(
+        weights, device, slots=options.slots, precision=options.precision
+    )
     composer.warm_up()
     return YuEScheduler(composer, max_waiting=options.max_waiting)
