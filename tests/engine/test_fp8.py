@@ -14,7 +14,7 @@ import pytest
 import torch
 
 from v2bgm.bench import precision
-from v2bgm.engine.linear import FP8, FP8_MAX, fp8_linear, linear, quantize_fp8
+from v2bgm.engine.linear import FP8, FP8_MAX, linear, quantize_fp8, skinny_linear
 from v2bgm.engine.llama import Part, StaticLlama
 from v2bgm.yue.stage1 import allowed_mask
 
@@ -39,14 +39,14 @@ def test_quantize_fp8_keeps_each_rows_largest_value_and_bounds_the_error():
     assert m.nbytes == 64 * 96 + 64 * 4
 
 
-def test_fp8_linear_matches_the_dequantized_matrix_and_is_one_op_under_compile():
+def test_skinny_linear_matches_the_dequantized_matrix_and_is_one_op_under_compile():
     g = torch.Generator().manual_seed(1)
     m = quantize_fp8(torch.randn(48, 32, generator=g))
     x = torch.randn(3, 5, 32, generator=g)
     expected = x @ m.dequantized(torch.float32).t()
     torch.testing.assert_close(linear(x, m.weight, m.scale), expected, rtol=1e-5, atol=1e-5)
     torch.testing.assert_close(linear(x, m.weight.float(), None), x @ m.weight.float().t())
-    compiled = torch.compile(lambda x, w, s: torch.relu(fp8_linear(x, w, s)), fullgraph=True)
+    compiled = torch.compile(lambda x, w, s: torch.relu(skinny_linear(x, w, s)), fullgraph=True)
     torch.testing.assert_close(compiled(x, m.weight, m.scale), torch.relu(expected), rtol=1e-5,
                                atol=1e-5)  # fmt: skip
 
@@ -149,3 +149,13 @@ def test_triton_kernels_compute_the_product_in_the_interpreter():
         assert shape == [rows, 40] and out_dtype == f"torch.{dtype}"
         assert error < (1e-5 if dtype == "float32" else 3e-2), (dtype, rows, error)
     assert np.isfinite([e for *_, e in got]).all()
+
+
+def test_the_gemv_kernel_is_chosen_by_argument_or_environment(stage1_model, monkeypatch):
+    assert StaticLlama(stage1_model).gemv == "triton"
+    assert StaticLlama(stage1_model, gemv="cublas").gemv == "cublas"
+    monkeypatch.setenv("V2BGM_GEMV", "cublas")
+    assert StaticLlama(stage1_model).gemv == "cublas"
+    monkeypatch.setenv("V2BGM_GEMV", "magma")
+    with pytest.raises(ValueError, match="gemv must be one of triton, cublas, got 'magma'"):
+        StaticLlama(stage1_model)

@@ -68,7 +68,7 @@ def read_bandwidth(device: torch.device, gib: float = READ_BUFFER_GIB) -> float:
 
 def step_tensors(model: StaticLlama) -> list[torch.Tensor]:
     """The weights one decoding step reads, as the engine holds them (fused; FP8 with scales)."""
-    tensors = [model.norm, model.lm_head.weight]
+    tensors = [model.norm]
     for layer in model.layers:
         tensors += [layer.norm1, layer.norm2]
     for matrix in fused_matrices(model):

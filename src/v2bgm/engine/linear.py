@@ -20,6 +20,10 @@ import torch.nn.functional as F
 
 PRECISIONS = ("bf16", "fp8")  # "bf16": the weights as loaded (bf16 on a GPU, fp32 on the CPU)
 DEFAULT_PRECISION = "bf16"
+# bf16 matrices times a few rows: the Triton GEMV (~10% faster than cuBLAS on stage 1's shapes
+# at 2 rows, H200) or cuBLAS; $V2BGM_GEMV=cublas keeps cuBLAS.
+GEMV_KERNELS = ("triton", "cublas")
+GEMV_ENV = "V2BGM_GEMV"
 FP8 = torch.float8_e4m3fn
 FP8_MAX = torch.finfo(FP8).max  # 448: a row's largest magnitude maps here
 SCALE_FLOOR = 1e-12  # an all-zero row keeps a finite scale
@@ -63,26 +67,39 @@ def as_precision(weight: torch.Tensor, precision: str) -> Matrix:
     return quantize_fp8(weight) if check_precision(precision) == "fp8" else Matrix(weight)
 
 
-@torch.library.custom_op("v2bgm::fp8_linear", mutates_args=())
-def fp8_linear(x: torch.Tensor, weight: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
-    """x [..., in] (bf16/fp32) @ (FP8 weight [out, in] * scale [out]).T -> [..., out], x.dtype.
+@torch.library.custom_op("v2bgm::skinny_linear", mutates_args=())
+def skinny_linear(
+    x: torch.Tensor, weight: torch.Tensor, scale: torch.Tensor | None
+) -> torch.Tensor:
+    """x [..., in] (bf16/fp32) @ (weight [out, in] * scale [out]).T -> [..., out], x.dtype;
+    `scale` None: a matrix in the rows' dtype.
 
-    An op of its own so that torch.compile keeps it whole between the fused element-wise
-    kernels, as it keeps cuBLAS's GEMMs."""
+    On a GPU: `v2bgm.engine.skinny`'s kernels, except cuBLAS for a matrix in the rows' dtype
+    times more than GEMV_MAX_ROWS rows (its tiles win there). An op of its own so that
+    torch.compile keeps it whole between the fused element-wise kernels, as it keeps cuBLAS's."""
     if x.is_cuda:
         from v2bgm.engine import skinny
 
+        if scale is None and x.numel() > skinny.GEMV_MAX_ROWS * x.shape[-1]:
+            return F.linear(x, weight)
         return skinny.linear(x, weight, scale)
+    if scale is None:
+        return F.linear(x, weight)
     return (F.linear(x, weight.to(x.dtype)).float() * scale).to(x.dtype)
 
 
-@fp8_linear.register_fake
-def _fp8_linear_shape(x: torch.Tensor, weight: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
+@skinny_linear.register_fake
+def _skinny_linear_shape(
+    x: torch.Tensor, weight: torch.Tensor, scale: torch.Tensor | None
+) -> torch.Tensor:
     return x.new_empty((*x.shape[:-1], weight.shape[0]))
 
 
-def linear(x: torch.Tensor, weight: torch.Tensor, scale: torch.Tensor | None) -> torch.Tensor:
-    """The product a step makes with one matrix (`Matrix.weight`, `Matrix.scale`)."""
-    if scale is None:
+def linear(
+    x: torch.Tensor, weight: torch.Tensor, scale: torch.Tensor | None, kernel: str = "triton"
+) -> torch.Tensor:
+    """The product a step makes with one matrix (`Matrix.weight`, `Matrix.scale`). `kernel`
+    (GEMV_KERNELS) for a matrix in the rows' dtype; FP8 always runs in the Triton kernels."""
+    if scale is None and kernel == "cublas":
         return F.linear(x, weight)
-    return fp8_linear(x, weight, scale)
+    return skinny_linear(x, weight, scale)

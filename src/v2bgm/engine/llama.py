@@ -21,13 +21,22 @@ import torch
 import torch.nn.functional as F
 from transformers import PreTrainedModel
 
-from v2bgm.engine.linear import DEFAULT_PRECISION, Matrix, as_precision, check_precision, linear
+from v2bgm.engine.linear import (
+    DEFAULT_PRECISION,
+    GEMV_ENV,
+    GEMV_KERNELS,
+    Matrix,
+    as_precision,
+    check_precision,
+    linear,
+)
 
 COMPILE_ENV = "V2BGM_COMPILE"  # "0": no torch.compile on the GPU (eager kernels, slower)
 # Decoding steps (a query position or two per row) attend with two GEMMs (`decode_attention`)
 # up to this many rows of one pool; SDPA wins beyond (H200: 16 rows 3.2 vs 4.0 ms and 32 rows
 # 5.9 vs 4.2 ms per 32 layers at 6,144 keys, `python -m v2bgm.bench.attention`).
 GEMM_ATTENTION_MAX_T = 2
+RECOMPILE_LIMIT = 64
 GEMM_ATTENTION_MAX_ROWS = 16
 
 
@@ -87,11 +96,13 @@ class StaticLlama:
         max_positions: int | None = None,
         compile: bool | None = None,
         precision: str = DEFAULT_PRECISION,
+        gemv: str | None = None,
     ) -> None:
         """`compile`: fuse with torch.compile (default: on a GPU unless V2BGM_COMPILE=0).
         `precision`: "fp8" holds the matrices (not the embedding or the norms) as FP8 with
         per-channel scales (v2bgm.engine.linear); the model's own matrices are then no longer
-        needed, and are freed once the caller drops the model."""
+        needed, and are freed once the caller drops the model. `gemv`: the kernel of a few rows
+        times a bf16 matrix ("triton" or "cublas"; default $V2BGM_GEMV, else "triton")."""
         config = model.config
         self.config = config
         self.device = model.device
@@ -103,6 +114,9 @@ class StaticLlama:
         self.vocab_size = config.vocab_size
         self.max_positions = max_positions or config.max_position_embeddings
         self.precision = check_precision(precision)
+        self.gemv = gemv or os.environ.get(GEMV_ENV, "").strip() or GEMV_KERNELS[0]
+        if self.gemv not in GEMV_KERNELS:
+            raise ValueError(f"gemv must be one of {', '.join(GEMV_KERNELS)}, got {self.gemv!r}")
         inner = model.model
         self.embed = inner.embed_tokens.weight
         self.layers = []
@@ -132,6 +146,10 @@ class StaticLlama:
             compile = self.device.type == "cuda" and os.environ.get(COMPILE_ENV, "1") != "0"
         self.compiled = compile
         if compile:
+            # Every StaticLlama (both stages, FP8 or not, a benchmark's several) compiles these
+            # same functions, and dynamo counts each variant against one code object's limit.
+            limit = torch._dynamo.config.recompile_limit
+            torch._dynamo.config.recompile_limit = max(limit, RECOMPILE_LIMIT)
             self._pre = torch.compile(_pre_attention, dynamic=True, fullgraph=True)
             self._post = torch.compile(_post_attention, dynamic=True, fullgraph=True)
             self._probs = torch.compile(attention_probs, dynamic=True, fullgraph=True)
@@ -164,7 +182,9 @@ class StaticLlama:
         shape = (self.heads, self.kv_heads, self.head_dim, self.eps)
         for index, layer in enumerate(self.layers):
             qkv = layer.qkv
-            h, q, kv = self._pre(h, delta, layer.norm1, qkv.weight, qkv.scale, cos, sin, *shape)
+            h, q, kv = self._pre(
+                h, delta, layer.norm1, qkv.weight, qkv.scale, cos, sin, *shape, self.gemv
+            )
             outs = [
                 self._attend(index, part, q[sl], kv[sl], where, mask)
                 for (part, start), mask, where in zip(spans, masks, writes, strict=True)
@@ -176,10 +196,10 @@ class StaticLlama:
             o, gate_up, down = layer.o, layer.gate_up, layer.down
             h, delta = self._post(
                 h, outs[0], second, o.weight, o.scale, layer.norm2,
-                gate_up.weight, gate_up.scale, down.weight, down.scale, self.eps,
+                gate_up.weight, gate_up.scale, down.weight, down.scale, self.eps, self.gemv,
             )  # fmt: skip
         h = _rms_norm((h + delta)[:, -1], self.norm, self.eps)
-        return linear(h, self.lm_head.weight, self.lm_head.scale).float()
+        return linear(h, self.lm_head.weight, self.lm_head.scale, self.gemv).float()
 
     def _mask(self, positions: torch.Tensor, part: Part, start: int) -> torch.Tensor:
         """[rows, 1, G*T, kv_len] additive (0 / -inf, the model's dtype): query rows of one KV
@@ -281,12 +301,13 @@ def _pre_attention(
     kv_heads: int,
     head_dim: int,
     eps: float,
+    gemv: str,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Residual add, RMSNorm, fused q/k/v projection and rotary embedding of one layer:
     h, q [R, heads, T, D] and keys/values [R, 2, kv_heads, T, D] in the cache's layout."""
     h = h + delta
     rows, length, _ = h.shape
-    qkv = linear(_rms_norm(h, norm, eps), qkv_weight, qkv_scale)
+    qkv = linear(_rms_norm(h, norm, eps), qkv_weight, qkv_scale, gemv)
     qkv = qkv.view(rows, length, heads + 2 * kv_heads, head_dim).transpose(1, 2)
     q, k, v = qkv.split([heads, kv_heads, kv_heads], dim=1)  # [R, heads, T, D]
     # contiguous: the cache takes k/v and SDPA q in this layout, without a copy of their own
@@ -305,6 +326,7 @@ def _post_attention(
     down_weight: torch.Tensor,
     down_scale: torch.Tensor | None,
     eps: float,
+    gemv: str,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Output projection and residual, RMSNorm and the SiLU MLP (its residual is added by the
     next `_pre_attention`, where it fuses with the norm). `attn_more`: the next rows' attention
@@ -314,9 +336,10 @@ def _post_attention(
         attn = torch.cat([attn, attn_more])
     rows, heads, length, head_dim = attn.shape
     flat = attn.transpose(1, 2).reshape(rows, length, heads * head_dim)
-    h = h + linear(flat, o_weight, o_scale)
-    gate, up = linear(_rms_norm(h, norm, eps), gate_up_weight, gate_up_scale).chunk(2, dim=-1)
-    return h, linear(F.silu(gate) * up, down_weight, down_scale)
+    h = h + linear(flat, o_weight, o_scale, gemv)
+    normed = _rms_norm(h, norm, eps)
+    gate, up = linear(normed, gate_up_weight, gate_up_scale, gemv).chunk(2, dim=-1)
+    return h, linear(F.silu(gate) * up, down_weight, down_scale, gemv)
 
 
 def _fuse(linears: list[torch.nn.Linear]) -> torch.Tensor:

@@ -6,7 +6,7 @@ no weight-only FP8 product; these kernels read each weight element once, convert
 registers and accumulate in fp32:
 
 - `_gemv` (M <= GEMV_MAX_ROWS): each program owns BLOCK_N output channels and walks K; the
-  rows are multiplied on the CUDA cores (no tensor-core tile to pad to);
+  rows are multiplied on the CUDA cores (no tensor-core tile to pad to), one accumulator each;
 - `_dot` (more rows): tensor-core tiles of BLOCK_M rows (tl.dot), the weight converted to the
   rows' dtype first.
 
@@ -23,17 +23,18 @@ import triton.language as tl
 
 GEMV_MAX_ROWS = 4  # two requests' CFG rows; beyond, tensor-core tiles win
 
+# Tile sizes timed on an H200 for stage 1's shapes at 2 rows (baseline sweep, 2026-12-04): the
+# best few of 88 for FP8 and bf16 weights; autotune picks among them per shape.
 GEMV_CONFIGS = [
-    triton.Config({"BLOCK_N": n, "BLOCK_K": k}, num_warps=w, num_stages=1)
-    for n in (4, 8)
-    for k in (1024, 2048)
-    for w in (2, 4)
-]
+    triton.Config({"BLOCK_N": n, "BLOCK_K": k}, num_warps=w, num_stages=s)
+    for n, k, w, s in [
+        (2, 2048, 4, 1), (4, 1024, 2, 1), (4, 1024, 2, 2), (4, 2048, 4, 1),
+        (8, 1024, 4, 2), (8, 2048, 2, 1), (8, 2048, 4, 2), (2, 4096, 4, 1),
+    ]
+]  # fmt: skip
 DOT_CONFIGS = [
     triton.Config({"BLOCK_N": n, "BLOCK_K": k}, num_warps=4, num_stages=s)
-    for n in (32, 64)
-    for k in (128, 256)
-    for s in (3, 4)
+    for n, k, s in [(32, 128, 4), (32, 256, 4), (64, 128, 3), (64, 128, 4), (128, 128, 4)]
 ]
 
 
@@ -42,10 +43,14 @@ def _gemv_kernel(
     x_ptr, w_ptr, s_ptr, y_ptr, M, N, K,
     HAS_SCALE: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
 ):  # fmt: skip
+    """One accumulator per row (BLOCK_M <= 4): a shared [M, N] accumulator updated by masks ran
+    ~10% slower at 2 rows, and 2x for FP8."""
     ns = tl.program_id(0) * BLOCK_N + tl.arange(0, BLOCK_N)
     n_ok = ns < N
-    ms = tl.arange(0, BLOCK_M)
-    acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
+    acc0 = tl.zeros((BLOCK_N,), dtype=tl.float32)
+    acc1 = tl.zeros((BLOCK_N,), dtype=tl.float32)
+    acc2 = tl.zeros((BLOCK_N,), dtype=tl.float32)
+    acc3 = tl.zeros((BLOCK_N,), dtype=tl.float32)
     for k0 in range(0, K, BLOCK_K):
         ks = k0 + tl.arange(0, BLOCK_K)
         k_ok = ks < K
@@ -53,14 +58,25 @@ def _gemv_kernel(
             w_ptr + ns[:, None].to(tl.int64) * K + ks[None, :],
             mask=n_ok[:, None] & k_ok[None, :], other=0.0, eviction_policy="evict_first",
         ).to(tl.float32)  # fmt: skip
-        for m in tl.static_range(BLOCK_M):
-            x = tl.load(x_ptr + m * K + ks, mask=k_ok & (m < M), other=0.0).to(tl.float32)
-            part = tl.sum(w * x[None, :], axis=1)
-            acc += tl.where(ms[:, None] == m, part[None, :], 0.0)
+        acc0 += tl.sum(w * tl.load(x_ptr + ks, mask=k_ok, other=0.0).to(tl.float32)[None, :], 1)
+        if BLOCK_M > 1:
+            x1 = tl.load(x_ptr + K + ks, mask=k_ok & (M > 1), other=0.0).to(tl.float32)
+            acc1 += tl.sum(w * x1[None, :], 1)
+        if BLOCK_M > 2:
+            x2 = tl.load(x_ptr + 2 * K + ks, mask=k_ok & (M > 2), other=0.0).to(tl.float32)
+            acc2 += tl.sum(w * x2[None, :], 1)
+            x3 = tl.load(x_ptr + 3 * K + ks, mask=k_ok & (M > 3), other=0.0).to(tl.float32)
+            acc3 += tl.sum(w * x3[None, :], 1)
     if HAS_SCALE:
-        acc = acc * tl.load(s_ptr + ns, mask=n_ok, other=0.0)[None, :]
-    out = y_ptr + ms[:, None] * N + ns[None, :]
-    tl.store(out, acc.to(y_ptr.dtype.element_ty), mask=(ms[:, None] < M) & n_ok[None, :])
+        scale = tl.load(s_ptr + ns, mask=n_ok, other=0.0)
+        acc0, acc1, acc2, acc3 = acc0 * scale, acc1 * scale, acc2 * scale, acc3 * scale
+    dtype = y_ptr.dtype.element_ty
+    tl.store(y_ptr + ns, acc0.to(dtype), mask=n_ok)
+    if BLOCK_M > 1:
+        tl.store(y_ptr + N + ns, acc1.to(dtype), mask=n_ok & (M > 1))
+    if BLOCK_M > 2:
+        tl.store(y_ptr + 2 * N + ns, acc2.to(dtype), mask=n_ok & (M > 2))
+        tl.store(y_ptr + 3 * N + ns, acc3.to(dtype), mask=n_ok & (M > 3))
 
 
 @triton.jit
