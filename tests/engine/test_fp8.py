@@ -152,10 +152,10 @@ def test_triton_kernels_compute_the_product_in_the_interpreter():
 
 
 def test_the_gemv_kernel_is_chosen_by_argument_or_environment(stage1_model, monkeypatch):
-    assert StaticLlama(stage1_model).gemv == "triton"
-    assert StaticLlama(stage1_model, gemv="cublas").gemv == "cublas"
-    monkeypatch.setenv("V2BGM_GEMV", "cublas")
     assert StaticLlama(stage1_model).gemv == "cublas"
+    assert StaticLlama(stage1_model, gemv="triton").gemv == "triton"
+    monkeypatch.setenv("V2BGM_GEMV", "triton")
+    assert StaticLlama(stage1_model).gemv == "triton"
     monkeypatch.setenv("V2BGM_GEMV", "magma")
-    with pytest.raises(ValueError, match="gemv must be one of triton, cublas, got 'magma'"):
+    with pytest.raises(ValueError, match="gemv must be one of cublas, triton, got 'magma'"):
         StaticLlama(stage1_model)

@@ -20,9 +20,9 @@ import torch.nn.functional as F
 
 PRECISIONS = ("bf16", "fp8")  # "bf16": the weights as loaded (bf16 on a GPU, fp32 on the CPU)
 DEFAULT_PRECISION = "bf16"
-# bf16 matrices times a few rows: the Triton GEMV (~10% faster than cuBLAS on stage 1's shapes
-# at 2 rows, H200) or cuBLAS; $V2BGM_GEMV=cublas keeps cuBLAS.
-GEMV_KERNELS = ("triton", "cublas")
+# bf16 matrices times a few rows: cuBLAS (the default) or the Triton GEMV ($V2BGM_GEMV=triton).
+# On an H200 they are within noise of each other in a step (docs/speed.md), so cuBLAS stays.
+GEMV_KERNELS = ("cublas", "triton")
 GEMV_ENV = "V2BGM_GEMV"
 FP8 = torch.float8_e4m3fn
 FP8_MAX = torch.finfo(FP8).max  # 448: a row's largest magnitude maps here
@@ -96,7 +96,7 @@ def _skinny_linear_shape(
 
 
 def linear(
-    x: torch.Tensor, weight: torch.Tensor, scale: torch.Tensor | None, kernel: str = "triton"
+    x: torch.Tensor, weight: torch.Tensor, scale: torch.Tensor | None, kernel: str = "cublas"
 ) -> torch.Tensor:
     """The product a step makes with one matrix (`Matrix.weight`, `Matrix.scale`). `kernel`
     (GEMV_KERNELS) for a matrix in the rows' dtype; FP8 always runs in the Triton kernels."""

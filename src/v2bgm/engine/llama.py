@@ -102,7 +102,7 @@ class StaticLlama:
         `precision`: "fp8" holds the matrices (not the embedding or the norms) as FP8 with
         per-channel scales (v2bgm.engine.linear); the model's own matrices are then no longer
         needed, and are freed once the caller drops the model. `gemv`: the kernel of a few rows
-        times a bf16 matrix ("triton" or "cublas"; default $V2BGM_GEMV, else "triton")."""
+        times a bf16 matrix ("cublas" or "triton"; default $V2BGM_GEMV, else "cublas")."""
         config = model.config
         self.config = config
         self.device = model.device
