@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import random
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,6 +22,7 @@ from .batch import is_done
 from .connection import TlsOptions, open_client
 from .errors import ClientError, ServerError
 from .options import SoundtrackOptions
+from .retry import Retrying, StreamRetry
 from .soundtrack import Collected, OnEvent, SoundtrackResult, finish, output_paths, prepare
 from .stream import parse_stream_result, stream_error, stream_inputs, typed_error
 
@@ -32,9 +34,35 @@ async def stream_events(
     request: Mapping[str, np.ndarray],
     timeout_s: float = DEFAULT_TIMEOUT_S,
     tls: TlsOptions | None = None,
-) -> AsyncIterator[events.Event]:
+    retry: bool = True,
+    after_audio: bool = False,
+    rng: random.Random | None = None,
+) -> AsyncIterator[events.Event | Retrying]:
     """Send `request` to the STREAM model at `url` (over TLS when `tls` is given); yield its
-    events until `Done`."""
+    events until `Done`; retried as `stream.stream_events` is."""
+    policy = StreamRetry(request, timeout_s, rng, after_audio, enabled=retry)
+    while True:
+        attempt = _stream_once(url, policy.request, policy.remaining_s(), tls)
+        try:
+            try:
+                async for event in attempt:
+                    policy.saw(event)
+                    yield event
+            finally:
+                await attempt.aclose()  # left early: the attempt cancels its request
+            return
+        except ServerError as exc:
+            notice = policy.after(exc)
+            if notice is None:
+                raise
+        yield notice
+        await asyncio.sleep(notice.delay_s)
+
+
+async def _stream_once(
+    url: str, request: Mapping[str, np.ndarray], timeout_s: float, tls: TlsOptions | None
+) -> AsyncIterator[events.Event]:
+    """One attempt: the stream's events until `Done`."""
     import grpc
     import tritonclient.grpc.aio as grpcclient
 

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
+from v2bgm_contract import events
 from v2bgm_contract import interface as contract
 
 from . import metrics
@@ -264,6 +265,9 @@ def server_error(
     how the client connected (None: plaintext), for the hint on a refused connection."""
     code = (status or "").rsplit(".", 1)[-1]
     message = " ".join((message or "no details").split())
+    named, rest = events.split_status(message)
+    if named == code:  # the status said twice (events.with_status): once is enough
+        message = rest
     if code == "UNAVAILABLE":
         # Also Triton's answer for a model that is still loading: only say "cannot reach" when
         # gRPC itself failed to connect.
@@ -271,19 +275,23 @@ def server_error(
         if _CONNECT_FAILED not in lowered and any(m in lowered for m in _CONNECTION_LOST):
             return ServerError(
                 f"lost the connection to the server at {url} during the request ({message}); "
-                "it may have restarted: try again"
+                "it may have restarted: try again",
+                code,
+                connection_lost=True,
             )
         if any(marker in lowered for marker in _UNREACHABLE):
             hint = failure_hint(tls, message)
             return ServerError(
                 f"cannot reach the server at {url} ({message})" + (f"; {hint}" if hint else "")
-            )
-        return ServerError(f"the server at {url} is unavailable: {message}")
+            )  # no answer: no code
+        return ServerError(f"the server at {url} is unavailable: {message}", code)
     if code == "DEADLINE_EXCEEDED":
-        return ServerError(f"the server at {url} did not answer within {timeout_s:g} s")
+        return ServerError(f"the server at {url} did not answer within {timeout_s:g} s", code)
     if code == "INVALID_ARGUMENT":
-        return ServerError(f"the server rejected the request: {message}")
-    return ServerError(f"server error from {url} ({code or 'unknown status'}): {message}")
+        return ServerError(f"the server rejected the request: {message}", code)
+    return ServerError(
+        f"server error from {url} ({code or 'unknown status'}): {message}", code or None
+    )
 
 
 def score_video(

@@ -16,7 +16,14 @@ class MuxError(ClientError, RuntimeError):
 
 
 class ServerError(ClientError, RuntimeError):
-    """The Triton server could not be reached or rejected or failed the request."""
+    """The Triton server could not be reached or rejected or failed the request. `code`: the
+    gRPC status name the server answered with (None: no answer, e.g. it cannot be reached);
+    `connection_lost`: the connection dropped while the call was in flight (a restart, say)."""
+
+    def __init__(self, message: str, code: str | None = None, connection_lost: bool = False):
+        super().__init__(message)
+        self.code = code
+        self.connection_lost = connection_lost
 
 
 class TlsError(ClientError, ValueError):

@@ -15,6 +15,8 @@ from rich.markup import escape
 from rich.progress import BarColumn, Progress, SpinnerColumn, TaskID, TextColumn
 from v2bgm_contract import events
 
+from .retry import Retrying
+
 CAPTION_CHARS = 100  # a model's caption can run long; the tags say more at a glance
 STAGE_NAMES = {
     events.QUEUED_STAGE: "waiting for the composer",
@@ -92,3 +94,9 @@ class ProgressView:
             )
         elif isinstance(event, events.Done):
             self.bars.update(task, description=f"{name}: writing", completed=1.0, eta="0:00")
+        elif isinstance(event, Retrying):
+            self.console.print(
+                f"[bold]{escape(name)}[/]: {escape(event.code)}, sending again in "
+                f"{event.delay_s:.1f} s (seed {event.seed})"
+            )
+            self.bars.update(task, description=f"{name}: waiting to retry", completed=0)

@@ -23,10 +23,11 @@ from .connection import TlsOptions
 from .errors import ServerError
 from .mux import AUDIO_RATE, MuxReport, _resample, check_output_path, mux_audio
 from .options import SoundtrackOptions
+from .retry import Retrying
 from .stream import build_stream_request, stream_events
 from .video import VideoInfo, probe, sample_frames
 
-OnEvent = Callable[[events.Event], None]
+OnEvent = Callable[[events.Event | Retrying], None]
 
 
 def output_paths(output: str | Path, candidates: int) -> list[Path]:
@@ -84,8 +85,10 @@ class Collected:
     composed: list[events.Composed] = field(default_factory=list)
     done: events.Done | None = None
 
-    def add(self, event: events.Event) -> None:
-        if isinstance(event, events.Started):
+    def add(self, event: events.Event | Retrying) -> None:
+        if isinstance(event, Retrying):  # the events start over
+            self.started, self.captioned, self.composed, self.done = None, None, [], None
+        elif isinstance(event, events.Started):
             self.started = event
         elif isinstance(event, events.Captioned):
             self.captioned = event

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import queue
+import random
 import time
 from collections.abc import Iterator, Mapping
 from typing import Any
@@ -21,6 +22,7 @@ from .api import DEFAULT_TIMEOUT_S, server_error
 from .connection import TlsOptions, open_client
 from .errors import ServerError
 from .options import SoundtrackOptions
+from .retry import Retrying, StreamRetry
 
 STREAM_ERROR_WAIT_S = 5.0  # for the reason a failed stream gives its callback
 
@@ -111,9 +113,35 @@ def stream_events(
     request: Mapping[str, np.ndarray],
     timeout_s: float = DEFAULT_TIMEOUT_S,
     tls: TlsOptions | None = None,
-) -> Iterator[events.Event]:
+    retry: bool = True,
+    after_audio: bool = False,
+    rng: random.Random | None = None,
+) -> Iterator[events.Event | Retrying]:
     """Send `request` to the STREAM model at `url` (over TLS when `tls` is given); yield its
-    events until `Done`."""
+    events until `Done`. A stream that fails with a retryable status before its audio is sent
+    again within `timeout_s` (`v2bgm_client.retry`; `retry=False`: never; `after_audio=True`:
+    after audio too), announced by a `Retrying` event."""
+    policy = StreamRetry(request, timeout_s, rng, after_audio, enabled=retry)
+    while True:
+        attempt = _stream_once(url, policy.request, policy.remaining_s(), tls)
+        try:
+            with contextlib.closing(attempt):  # left early: the attempt cancels its request
+                for event in attempt:
+                    policy.saw(event)
+                    yield event
+            return
+        except ServerError as exc:
+            notice = policy.after(exc)
+            if notice is None:
+                raise
+        yield notice
+        time.sleep(notice.delay_s)
+
+
+def _stream_once(
+    url: str, request: Mapping[str, np.ndarray], timeout_s: float, tls: TlsOptions | None
+) -> Iterator[events.Event]:
+    """One attempt: the stream's events until `Done`."""
     import tritonclient.grpc as grpcclient
     from tritonclient.utils import InferenceServerException
 

@@ -91,6 +91,18 @@ class Error:
     message: str
 
 
+def with_status(code: str, message: str) -> str:
+    """An error message that names its status first ("UNAVAILABLE: ..."): Triton 2.51's Python
+    backend hands a BLS caller the message of a step's error but not its code."""
+    return f"{code}: {message}"
+
+
+def split_status(message: str) -> tuple[str | None, str]:
+    """(status, the rest) of a message `with_status` wrote; (None, message) of any other."""
+    head, sep, rest = message.partition(": ")
+    return (head, rest) if sep and head in STATUS_CODES else (None, message)
+
+
 Event = Started | Captioned | Progress | Composed | Done | Error
 TYPES: dict[str, type] = {
     STARTED: Started,

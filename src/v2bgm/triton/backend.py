@@ -18,6 +18,7 @@ from typing import Any, Protocol
 
 import numpy as np
 import triton_python_backend_utils as pb_utils
+from v2bgm_contract import events
 from v2bgm_contract.interface import InvalidInput, ModelSpec
 
 from v2bgm import checkpoints
@@ -109,7 +110,8 @@ class BackendModel:
         if isinstance(result, Cancelled):  # the caller's choice: nothing to log
             return error_response(str(result), pb_utils.TritonError.CANCELLED)
         if isinstance(result, Busy):  # at capacity: the client retries with backoff
-            return error_response(str(result), pb_utils.TritonError.UNAVAILABLE)
+            message = events.with_status("UNAVAILABLE", str(result))  # for BLS callers too
+            return error_response(message, pb_utils.TritonError.UNAVAILABLE)
         if isinstance(result, Exception):
             if result.__traceback__ is not None:
                 self.logger.log_error("".join(traceback.format_exception(result)))

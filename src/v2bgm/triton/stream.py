@@ -101,6 +101,17 @@ FAILURE_OF_CODE = {  # a step's status -> the stream's failure reason (metrics)
 }
 
 
+def code_of_status(name: str) -> int:
+    """The Python backend's code of a status a step's message names (read at call time:
+    pb_utils has no TritonError while the stub only imports the model)."""
+    codes = {
+        "INVALID_ARGUMENT": pb_utils.TritonError.INVALID_ARG,
+        "UNAVAILABLE": pb_utils.TritonError.UNAVAILABLE,
+        "CANCELLED": pb_utils.TritonError.CANCELLED,
+    }
+    return codes.get(name, pb_utils.TritonError.INTERNAL)
+
+
 def status_name(code: int) -> str:
     """The gRPC status name (`events.STATUS_CODES`) of a Triton error code."""
     names = {
@@ -308,5 +319,9 @@ def _dropped(answer: asyncio.Future) -> None:
 def _checked(model: str, response: Any) -> Any:
     if response.has_error():
         error = response.error()
-        raise StepFailed(model, error.code(), error.message())
+        code, message = error.code(), error.message()
+        named, rest = events.split_status(message)
+        if named is not None:  # the step's own status (BLS errors arrive without their code)
+            code, message = code_of_status(named), rest
+        raise StepFailed(model, code, message)
     return response
