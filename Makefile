@@ -87,7 +87,7 @@ test-latest: setup models $(LATEST)/.installed
 # The overload tests alone (tests/reliability/test_overload.py, also part of `make test`).
 load: setup models
 	$(PY) -m pytest -q -m "load or not load" tests/reliability/test_overload.py \
-	  tests/reliability/test_stream_chaos.py
+	  tests/reliability/test_stream_chaos.py tests/reliability/test_stream_cancel_after_final.py
 
 # 1,000 ensemble requests (both models) on the tiny models against a dedicated server: every
 # request answered, tritonserver's and each stub's memory flat within 10 % after a warm-up;

@@ -68,7 +68,9 @@ TRITON_TO_NUMPY: dict[str, type] = {
 
 # --- tensors (shapes of one item; every model batches, so a request adds a leading batch dim) ---
 FRAMES = TensorSpec("FRAMES", "UINT8", (-1, -1, -1, 3))  # [T, H, W, RGB]
-FPS = TensorSpec("FPS", "FP32", (1,))  # rate at which FRAMES were sampled from the video
+# Rate at which FRAMES were sampled from the video: frame i shows the video at (i + 0.5) / FPS
+# seconds, the middle of its interval (as the client samples and VideoLLaMA3 is told).
+FPS = TensorSpec("FPS", "FP32", (1,))
 CAPTION = TensorSpec("CAPTION", "BYTES", (1,))
 TAGS = TensorSpec("TAGS", "BYTES", (1,))  # YuE tags, space separated
 LYRICS = TensorSpec("LYRICS", "BYTES", (1,), optional=True)  # empty: instrumental

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import pytest
-from transformers.video_utils import VideoMetadata
+from v2bgm_client.video import sample_indices
 
 from v2bgm.tags import FAMILIES, UnknownTag, families_for, resolve, vocabulary
 from v2bgm.videollama3 import prompt
-from v2bgm.videollama3.captioner import CaptionRequest, VideoCaptioner
+from v2bgm.videollama3.captioner import CaptionRequest, VideoCaptioner, frame_times
 
 SEEDS = 100
 BATCH = 4
@@ -86,17 +88,27 @@ def test_a_batch_past_the_frame_budget_is_split_into_calls(captioner, monkeypatc
     assert calls == [1, 1, 1]
 
 
-@pytest.mark.parametrize(("fps", "stamps"), [(1.0, "0.0 1.0 2.0 3.0"), (0.5, "0.0 2.0 4.0 6.0")])
-def test_prompt_carries_true_timestamps(captioner, fps, stamps):
+@pytest.mark.parametrize(("fps", "stamps"), [(1.0, "0.5 1.5 2.5 3.5"), (0.5, "1.0 3.0 5.0 7.0")])
+def test_prompt_stamps_each_frame_with_its_own_time(captioner, fps, stamps):
+    """The client takes frame i from the middle of its interval, (i + 0.5) / fps; the prompt
+    says so (it said i / fps, half an interval early, before)."""
     frames = np.random.default_rng(0).integers(0, 256, (4, 64, 96, 3), dtype=np.uint8)
     processor = captioner.processor
     text = processor.apply_chat_template(
         prompt.messages(False, 30.0), add_generation_prompt=True, tokenize=False
     )
-    meta = VideoMetadata(total_num_frames=4, fps=fps, frames_indices=[0, 1, 2, 3])
+    meta = frame_times(4, fps)
     ids = processor(text=[text], videos=[frames], video_metadata=[meta])["input_ids"][0]
     expanded = processor.tokenizer.decode(ids)
-    assert [f"Time {t}s:" in expanded for t in stamps.split()] == [True] * 4
+    assert re.findall(r"Time ([0-9.]+)s:", expanded) == stamps.split()
+
+
+def test_the_client_samples_where_the_prompt_says():
+    """Source frame of sample i over its time: (i + 0.5) / rate, as frame_times stamps it."""
+    indices, rate = sample_indices(n_frames=300, src_fps=30.0, fps=1.0)
+    np.testing.assert_allclose(indices / 30.0, (np.arange(len(indices)) + 0.5) / rate)
+    indices, rate = sample_indices(n_frames=3000, src_fps=30.0, fps=1.0, max_frames=50)
+    np.testing.assert_allclose(indices / 30.0, (np.arange(50) + 0.5) / rate, atol=1 / 30)
 
 
 def test_hint_and_fixed_tags_go_into_the_prompt():

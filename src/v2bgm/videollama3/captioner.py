@@ -108,11 +108,7 @@ class VideoCaptioner:
                 self.processor.apply_chat_template(chat, add_generation_prompt=True, tokenize=False)
             )
             videos.append(r.frames)
-            # True timestamps: frame i of the request was taken at i / fps seconds.
-            n = len(r.frames)
-            metadata.append(
-                VideoMetadata(total_num_frames=n, fps=r.fps, frames_indices=list(range(n)))
-            )
+            metadata.append(frame_times(len(r.frames), r.fps))
             sections = prompt.section_labels(r.duration_s) if r.vocals else []
             grammars.append(self.parts.grammar(families_for(r.vocals), r.fixed, sections))
         inputs = self.processor(
@@ -150,3 +146,14 @@ class VideoCaptioner:
             lyrics=decode(answer.regions.get(LYRICS, [])).strip() if request.vocals else "",
             tokens=tokens,
         )
+
+
+def frame_times(frames: int, fps: float) -> VideoMetadata:
+    """Metadata that stamps frame i with its own time, (i + 0.5) / fps: the client takes each
+    frame from the middle of its 1/fps-second interval (interface.FPS). The processor stamps
+    frames_indices / fps, so the indices are counted in half intervals."""
+    return VideoMetadata(
+        total_num_frames=2 * frames,
+        fps=2.0 * fps,
+        frames_indices=[2 * i + 1 for i in range(frames)],
+    )
