@@ -86,7 +86,7 @@ test-latest: setup models $(LATEST)/.installed
 
 # The overload tests alone (tests/reliability/test_overload.py, also part of `make test`).
 load: setup models
-	$(PY) -m pytest -q -m "load or not load" tests/reliability/test_overload.py \
+	$(PY) -m pytest -q -s -m "load or not load" tests/reliability/test_overload.py \
 	  tests/reliability/test_stream_chaos.py tests/reliability/test_stream_cancel_after_final.py
 
 # 1,000 ensemble requests (both models) on the tiny models against a dedicated server: every

@@ -140,6 +140,11 @@ def test_a_killed_composer_stub_with_8_streams_in_flight(launched: Launched):
         assert composed.seed == starts[0].seed and composed.audio.size > 0
         assert isinstance(w.events[-1], events.Done)
 
+    heard = [w.times[w.first(Retrying)] - killed_at for w in watched]
+    ended = [w.times[-1] - killed_at for w in watched]
+    attempts = [sum(isinstance(e, Retrying) for e in w.events) for w in watched]
+    print(f"heard of the crash {min(heard):.1f}-{max(heard):.1f} s after the kill; all done "
+          f"{max(ended):.0f} s after it; retries per stream {attempts}")  # fmt: skip
     assert not any(r.exists() for r in regions)  # the dead server's stub regions are gone
     second_server = launched.server_pid
     assert second_server != first_server and stub_pids(first_server) == []
