@@ -4,7 +4,9 @@ each gets its own, started as the session fixture starts the shared one (tests/c
 from __future__ import annotations
 
 import shutil
-from dataclasses import replace
+import subprocess
+import sys
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -81,3 +83,52 @@ def start_server(
         print(log_path.read_text()[-5000:])
         raise
     return triton
+
+
+@dataclass
+class Launched:
+    """`v2bgm-serve` (the image's entrypoint) running on the tiny models."""
+
+    process: subprocess.Popen
+    grpc_url: str
+    http_port: int
+    metrics_port: int
+    stderr: Path
+
+    @property
+    def server_pid(self) -> int:
+        from tests.reliability.probes import tritonserver_of
+
+        return tritonserver_of(self.process.pid)
+
+    def next_line(self) -> str:
+        assert self.process.stdout is not None
+        return self.process.stdout.readline()
+
+
+def launch_serve(weights: Path, repository: Path, stderr: Path, *args: str) -> Launched:
+    """`v2bgm-serve` on `repository` with fresh ports, once it says it is ready."""
+    ports = {"http": free_port(), "grpc": free_port(), "metrics": free_port()}
+    process = subprocess.Popen(
+        [sys.executable, "-m", "v2bgm.serve", "--device", "cpu", "--weights", str(weights),
+         "--model-repository", str(repository), "--ready-timeout", str(READY_TIMEOUT_S),
+         "--triton-home", str(ROOT / ".cache" / "pytriton_wheel"),
+         *(f"--{name}-port={port}" for name, port in ports.items()), *args],
+        cwd=ROOT, stdout=subprocess.PIPE, stderr=stderr.open("w"), text=True,
+    )  # fmt: skip
+    url = f"127.0.0.1:{ports['grpc']}"
+    launched = Launched(process, url, ports["http"], ports["metrics"], stderr)
+    line = launched.next_line()
+    assert "ready on CPU" in line, (line, stderr.read_text()[-3000:])
+    return launched
+
+
+def stop_launched(process: subprocess.Popen, wait_s: float = 60.0) -> None:
+    """SIGTERM, then SIGKILL past `wait_s`."""
+    if process.poll() is None:
+        process.terminate()
+        try:
+            process.wait(wait_s)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()

@@ -9,11 +9,9 @@ import importlib.util
 import os
 import signal
 import subprocess
-import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -22,13 +20,15 @@ import tritonclient.grpc as grpcclient
 from tritonclient.utils import InferenceServerException
 from v2bgm_contract import interface as contract
 
-from tests.conftest import ROOT, free_port
-from tests.reliability.probes import stub_pids, tritonserver_of, wait_until_composing
+from tests.conftest import ROOT
+from tests.reliability.probes import stub_pids, wait_until_composing
 from tests.reliability.servers import (
     ADMIN_KEY,
-    READY_TIMEOUT_S,
+    Launched,
+    launch_serve,
     render_repository,
     start_server,
+    stop_launched,
 )
 from v2bgm import admin_api
 from v2bgm.serve import SHM_DIR, STUB_SHM_ARG, TritonServer, stub_args
@@ -106,23 +106,6 @@ def kill_pid(server_pid: int, model: str) -> int:
     return stub
 
 
-@dataclass
-class Launched:
-    process: subprocess.Popen
-    grpc_url: str
-    http_port: int
-    metrics_port: int
-    stderr: Path
-
-    @property
-    def server_pid(self) -> int:
-        return tritonserver_of(self.process.pid)
-
-    def next_line(self) -> str:
-        assert self.process.stdout is not None
-        return self.process.stdout.readline()
-
-
 @pytest.fixture
 def launcher(weights: Path, tmp_path: Path, monkeypatch) -> Iterator[Callable[..., Launched]]:
     """`v2bgm-serve` (the image's entrypoint) on a repository holding the composer alone."""
@@ -131,31 +114,13 @@ def launcher(weights: Path, tmp_path: Path, monkeypatch) -> Iterator[Callable[..
     monkeypatch.setenv("V2BGM_STARTING_FILE", str(tmp_path / "starting"))
 
     def start(*args: str) -> Launched:
-        ports = {"http": free_port(), "grpc": free_port(), "metrics": free_port()}
-        stderr = tmp_path / f"serve{len(started)}.err"
-        process = subprocess.Popen(
-            [sys.executable, "-m", "v2bgm.serve", "--device", "cpu", "--weights", str(weights),
-             "--model-repository", str(repo), "--ready-timeout", str(READY_TIMEOUT_S),
-             "--triton-home", str(ROOT / ".cache" / "pytriton_wheel"),
-             *(f"--{name}-port={port}" for name, port in ports.items()), *args],
-            cwd=ROOT, stdout=subprocess.PIPE, stderr=stderr.open("w"), text=True,
-        )  # fmt: skip
-        started.append(process)
-        url = f"127.0.0.1:{ports['grpc']}"
-        launched = Launched(process, url, ports["http"], ports["metrics"], stderr)
-        line = launched.next_line()
-        assert "ready on CPU" in line, (line, stderr.read_text()[-3000:])
+        launched = launch_serve(weights, repo, tmp_path / f"serve{len(started)}.err", *args)
+        started.append(launched.process)
         return launched
 
     yield start
     for process in started:
-        if process.poll() is None:
-            process.send_signal(signal.SIGTERM)
-            try:
-                process.wait(60)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
+        stop_launched(process)
 
 
 def test_a_stub_death_restarts_the_server_and_its_request_gets_an_error(launcher, monkeypatch):

@@ -8,8 +8,6 @@ from __future__ import annotations
 
 import random
 import signal
-import subprocess
-import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -24,10 +22,9 @@ from v2bgm_client.stream import build_stream_request, stream_events
 from v2bgm_contract import events
 from v2bgm_contract import interface as contract
 
-from tests.conftest import ROOT, free_port
 from tests.reliability.probes import stub_pids, wait_until_composing
-from tests.reliability.servers import READY_TIMEOUT_S, render_repository
-from tests.reliability.test_faults import Launched, kill_pid, stderr_of
+from tests.reliability.servers import Launched, launch_serve, render_repository, stop_launched
+from tests.reliability.test_faults import kill_pid, stderr_of
 from v2bgm.serve import SHM_DIR, STUB_SHM_ARG, stub_args
 
 pytestmark = [pytest.mark.server, pytest.mark.load]
@@ -56,27 +53,9 @@ def launched(weights: Path, tmp_path: Path, monkeypatch) -> Iterator[Launched]:
     slots = {"slots": {"KIND_CPU": STREAMS, "KIND_GPU": STREAMS}}
     repo = render_repository(tmp_path / "repo", models, {contract.COMPOSER_MODEL: slots})
     monkeypatch.setenv("V2BGM_STARTING_FILE", str(tmp_path / "starting"))
-    ports = {"http": free_port(), "grpc": free_port(), "metrics": free_port()}
-    stderr = tmp_path / "serve.err"
-    process = subprocess.Popen(
-        [sys.executable, "-m", "v2bgm.serve", "--device", "cpu", "--weights", str(weights),
-         "--model-repository", str(repo), "--ready-timeout", str(READY_TIMEOUT_S),
-         "--triton-home", str(ROOT / ".cache" / "pytriton_wheel"),
-         *(f"--{name}-port={port}" for name, port in ports.items())],
-        cwd=ROOT, stdout=subprocess.PIPE, stderr=stderr.open("w"), text=True,
-    )  # fmt: skip
-    launched = Launched(process, f"127.0.0.1:{ports['grpc']}", ports["http"], ports["metrics"],
-                        stderr)  # fmt: skip
-    line = launched.next_line()
-    assert "ready on CPU" in line, (line, stderr.read_text()[-3000:])
+    launched = launch_serve(weights, repo, tmp_path / "serve.err")
     yield launched
-    if process.poll() is None:
-        process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(120)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+    stop_launched(launched.process, 120)
 
 
 def watch(url: str, index: int, into: Watched) -> None:

@@ -18,7 +18,6 @@ so it runs under the GPU machine's stock Python with PYTHONPATH=src.
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import os
 import platform
@@ -31,6 +30,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from v2bgm.bench.report import finish
 from v2bgm.yue import onnx_export, tokens
 from v2bgm.yue.composer import CLAMP, YuEComposer, load_decoder
 from v2bgm.yue.postprocess import recombine
@@ -174,11 +174,7 @@ def main(argv: list[str] | None = None) -> int:
     }
     report["fastest"] = min(timings, key=timings.__getitem__)
     report["seconds_by_runtime"] = timings
-    text = json.dumps(report, indent=2)
-    print(text)
-    if args.out:
-        args.out.write_text(text + "\n")
-    return 0
+    return finish(report, args.out)
 
 
 if __name__ == "__main__":

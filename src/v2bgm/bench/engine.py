@@ -17,7 +17,6 @@ all in one process on one device, as a JSON report.
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import time
 from pathlib import Path
@@ -28,6 +27,7 @@ from transformers import AutoModelForCausalLM
 
 from v2bgm import checkpoints
 from v2bgm.bench import floors, precision
+from v2bgm.bench.report import finish, save
 from v2bgm.devices import model_dtype
 from v2bgm.engine.llama import StaticLlama
 from v2bgm.yue import tokens
@@ -416,17 +416,6 @@ def main(argv: list[str] | None = None) -> int:
     if device.type == "cuda":
         report["peak_memory_gib"] = torch.cuda.max_memory_allocated(device) / 2**30
     return finish(report, args.out)
-
-
-def save(report: dict, out: Path | None) -> None:
-    if out:
-        out.write_text(json.dumps(report, indent=2) + "\n")
-
-
-def finish(report: dict, out: Path | None) -> int:
-    print(json.dumps(report, indent=2))
-    save(report, out)
-    return 0
 
 
 if __name__ == "__main__":

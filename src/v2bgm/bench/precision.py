@@ -17,13 +17,13 @@ give near-flat distributions, on which any rounding flips more argmaxes than rea
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 
 import torch
 from transformers import AutoModelForCausalLM
 
 from v2bgm import checkpoints
+from v2bgm.bench.report import finish
 from v2bgm.devices import model_dtype
 from v2bgm.engine.llama import Part, StaticLlama
 from v2bgm.yue import tokens
@@ -99,11 +99,7 @@ def main(argv: list[str] | None = None) -> int:
     report = fp8_against_bf16(
         StaticLlama(s1), StaticLlama(s1, precision="fp8"), tokenizer, args.tokens
     )
-    text = json.dumps(report, indent=2)
-    print(text)
-    if args.out:
-        args.out.write_text(text + "\n")
-    return 0
+    return finish(report, args.out)
 
 
 if __name__ == "__main__":
