@@ -54,7 +54,7 @@ async def stream_events(
         except ServerError as exc:
             notice = policy.after(exc)
             if notice is None:
-                raise
+                raise policy.final(exc) from None
         yield notice
         await asyncio.sleep(notice.delay_s)
 

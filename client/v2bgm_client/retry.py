@@ -6,7 +6,8 @@ backoff (`api.backoff_delay`), as long as the caller's deadline allows. The retr
 the server announced in its `started` event, so the music it makes is the music the first attempt
 would have made. The caller sees a `Retrying` event, after which the events start over.
 A stream whose connection dropped (the server restarting after a crash) is retried too, and so
-are the attempts that then find the server not listening yet, until the deadline.
+are the attempts that then find the server not listening yet, for up to `RESTART_WAIT_S` (a
+full-size reload takes 76-123 s) within the deadline; past it the dropped connection is the error.
 
 Once audio has arrived the stream is not sent again unless the caller asks for it
 (`after_audio=True`): the same seed then gives the same audio again. A server that cannot be
@@ -15,6 +16,7 @@ reached at all is reported at once, as on the ensemble path.
 
 from __future__ import annotations
 
+import os
 import random
 import time
 from collections.abc import Mapping
@@ -26,6 +28,9 @@ from v2bgm_contract import interface as contract
 
 from .api import RETRY_CODES, backoff_delay
 from .errors import ServerError
+
+RESTART_WAIT_S = 180.0  # after a dropped connection, how long "cannot reach" means "restarting"
+RESTART_WAIT_ENV = "V2BGM_RESTART_WAIT_S"  # overrides it (seconds)
 
 
 @dataclass(frozen=True)
@@ -51,6 +56,7 @@ class StreamRetry:
         rng: random.Random | None = None,
         after_audio: bool = False,
         enabled: bool = True,
+        restart_wait_s: float | None = None,
     ) -> None:
         self.request = dict(request)
         self.deadline = time.monotonic() + timeout_s
@@ -59,7 +65,11 @@ class StreamRetry:
         self.enabled = enabled
         self.attempt = 0
         self.audio = False
-        self.restarting = False  # a connection dropped: "cannot reach" means "not back yet"
+        if restart_wait_s is None:
+            restart_wait_s = float(os.environ.get(RESTART_WAIT_ENV, "") or RESTART_WAIT_S)
+        self.restart_wait_s = restart_wait_s
+        self.lost: ServerError | None = None  # the dropped connection, while waiting for it
+        self.lost_at = 0.0
 
     def remaining_s(self) -> float:
         return max(self.deadline - time.monotonic(), 1e-3)
@@ -75,8 +85,10 @@ class StreamRetry:
         """The notice of the next attempt, or None: `error` is final."""
         code = getattr(error, "code", None)
         if getattr(error, "connection_lost", False):
-            self.restarting = True
-        elif code is None and self.restarting:
+            self.lost, self.lost_at = error, time.monotonic()
+        elif code is None and self.lost is not None:
+            if time.monotonic() - self.lost_at > self.restart_wait_s:
+                return None
             code = "UNAVAILABLE"  # not listening yet: the restart is under way
         if not self.enabled or code not in RETRY_CODES or (self.audio and not self.after_audio):
             return None
@@ -93,3 +105,10 @@ class StreamRetry:
             str(error),
             None if seed is None else int(np.asarray(seed).reshape(-1)[0]),
         )
+
+    def final(self, error: ServerError) -> ServerError:
+        """The error to raise once `after` said no: a server that never came back after the
+        connection dropped is reported as the dropped connection, not as "cannot reach"."""
+        if getattr(error, "code", None) is None and self.lost is not None:
+            return self.lost
+        return error

@@ -133,7 +133,7 @@ def stream_events(
         except ServerError as exc:
             notice = policy.after(exc)
             if notice is None:
-                raise
+                raise policy.final(exc) from None
         yield notice
         time.sleep(notice.delay_s)
 

@@ -95,3 +95,21 @@ def test_after_a_dropped_connection_a_server_not_yet_listening_is_waited_for():
     assert refused.code is None
     assert p.after(refused).code == "UNAVAILABLE"  # the restart is under way
     assert policy().after(refused) is None  # without a dropped connection: at once
+    assert policy().final(refused) is refused
+
+
+def test_a_server_that_does_not_come_back_is_reported_as_the_dropped_connection():
+    p = policy(restart_wait_s=0.0)
+    lost = error("UNAVAILABLE", "Socket closed")
+    assert p.after(lost) is not None
+    refused = error("UNAVAILABLE", "failed to connect to all addresses")
+    p.lost_at -= 1.0  # the restart window has passed
+    assert p.after(refused) is None
+    assert p.final(refused) is lost
+
+
+def test_the_restart_wait_comes_from_the_environment(monkeypatch):
+    monkeypatch.setenv("V2BGM_RESTART_WAIT_S", "7")
+    assert policy().restart_wait_s == 7.0
+    monkeypatch.delenv("V2BGM_RESTART_WAIT_S")
+    assert policy().restart_wait_s == 180.0

@@ -102,7 +102,9 @@ def ensemble_call(url: str, music_s: float) -> Callable[[], object]:
 def stream_call(url: str, music_s: float) -> Callable[[], object]:
     options = SoundtrackOptions(seed=2, duration_s=music_s)
     request = stream.build_stream_request(FRAMES, 1.0, options)
-    return lambda: list(stream.stream_events(url, request, REQUEST_TIMEOUT_S))
+    # retry=False: this server goes away for good, and a retry would wait out the client's
+    # restart window (v2bgm_client.retry) before reporting it
+    return lambda: list(stream.stream_events(url, request, REQUEST_TIMEOUT_S, retry=False))
 
 
 def test_sigterm_lets_requests_in_flight_finish_and_leaves_no_stub(launch):
