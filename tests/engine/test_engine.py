@@ -45,6 +45,17 @@ def test_forward_equals_transformers_in_any_slot(stage1_model):
     torch.testing.assert_close(step[1:2], expected, rtol=1e-5, atol=1e-5)
 
 
+@torch.inference_mode()
+def test_forward_over_a_vocabulary_range_gives_those_logits(stage1_model):
+    model = StaticLlama(stage1_model)
+    first, end = tokens.codebook_range(1)[0], tokens.codebook_range(tokens.STAGE2_CODEBOOKS - 1)[1]
+    ids, positions = torch.tensor([[3, 1000, 42]]), torch.arange(3)[None]
+    whole = model.forward(ids, positions, [Part(model.pool(1, 8), 0, 1, 3)])
+    part = model.forward(ids, positions, [Part(model.pool(1, 8), 0, 1, 3)], vocab=(first, end))
+    assert part.shape == (1, end - first)
+    torch.testing.assert_close(part, whole[:, first:end], rtol=1e-6, atol=1e-6)
+
+
 @pytest.mark.parametrize("reference_blocking", [True, False], ids=["reference", "intent"])
 def test_stage1_greedy_equals_generate_path(stage1_model, tokenizer, reference_blocking):
     settings = {"do_sample": False, "reference_blocking": reference_blocking}

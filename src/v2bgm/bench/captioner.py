@@ -5,6 +5,12 @@
 Frames are what the client sends: 1 per second, 448x252 (a 16:9 video resized), random pixels so
 that token compression keeps every visual token (the worst case). Each configuration is run once
 after a warm-up; the report gives seconds per call, per video, visual tokens and peak memory.
+
+On a GPU it also gives the language model's decoding floor (key `decoder`, as
+`v2bgm.bench.floors` does for YuE): every byte a batch-1 decoding step reads (its layers, final
+norm and lm_head; not the embedding table) over the card's measured read bandwidth, beside the
+milliseconds a step of `generate` takes (greedy, text only: two lengths, so that the prefill
+cancels out).
 """
 
 from __future__ import annotations
@@ -54,6 +60,41 @@ def run(captioner: VideoCaptioner, seconds: int, batch: int, device: str) -> dic
     return report
 
 
+@torch.inference_mode()
+def decoder_floor(captioner: VideoCaptioner, short: int = 16, long: int = 144) -> dict:
+    """ms per batch-1 decoding step of the captioner's language model: its plain-read floor
+    and what `generate` takes (the difference of a `long` and a `short` run, per token)."""
+    from v2bgm.bench import floors
+
+    model = captioner.model
+    language = model.get_decoder()
+    weights = [p for name, p in language.named_parameters() if "embed_tokens" not in name]
+    nbytes = sum(p.numel() * p.element_size() for p in weights)
+    nbytes += model.lm_head.weight.numel() * model.lm_head.weight.element_size()
+    bandwidth = floors.read_bandwidth(model.device)
+    ids = captioner.processor.tokenizer("Describe the music of a quiet harbour at dawn.",
+                                        return_tensors="pt").input_ids.to(model.device)  # fmt: skip
+
+    def seconds(new: int) -> float:
+        sync("cuda")
+        start = time.perf_counter()
+        model.generate(input_ids=ids, max_new_tokens=new, min_new_tokens=new, do_sample=False,
+                       pad_token_id=captioner.parts.eos)  # fmt: skip
+        sync("cuda")
+        return time.perf_counter() - start
+
+    seconds(short)  # warm-up
+    step = (seconds(long) - seconds(short)) / (long - short) * 1000
+    plain = nbytes / bandwidth * 1000
+    return {
+        "step_weight_gb": round(nbytes / 1e9, 3),
+        "read_tb_per_s": round(bandwidth / 1e12, 3),
+        "plain_read_ms": round(plain, 3),
+        "generate_ms_per_step": round(step, 3),
+        "step_over_plain_read": round(step / plain, 2),
+    }
+
+
 def visual_tokens(captioner: VideoCaptioner, seconds: int) -> int:
     processor = captioner.processor
     video = frames(seconds, 0)
@@ -88,6 +129,9 @@ def main(argv: list[str] | None = None) -> int:
     }
     run(captioner, 4, 1, args.device)  # warm-up
     report["max_frames_per_forward"] = captioner.max_frames_per_forward
+    if args.device.startswith("cuda"):
+        report["decoder"] = decoder_floor(captioner)
+        print(json.dumps(report["decoder"]), flush=True)
     for seconds, batches in plan.items():
         report.setdefault("visual_tokens_per_video", {})[seconds] = visual_tokens(
             captioner, seconds

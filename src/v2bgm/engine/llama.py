@@ -166,9 +166,16 @@ class StaticLlama:
         )
 
     def forward(
-        self, tokens: torch.Tensor, positions: torch.Tensor, parts: list[Part]
+        self,
+        tokens: torch.Tensor,
+        positions: torch.Tensor,
+        parts: list[Part],
+        vocab: tuple[int, int] | None = None,
     ) -> torch.Tensor:
-        """tokens, positions [R, T] -> fp32 logits of each row's last position [R, V].
+        """tokens, positions [R, T] -> fp32 logits of each row's last position [R, V], or of
+        the ids `vocab` = (first, end) only: [R, end - first] (the lm_head's other rows are not
+        read; a caller that never normalises over the whole vocabulary, e.g. a greedy pick
+        within a range, gets the same values for a fraction of the bytes).
 
         Writes every row's keys/values at its positions, then attends over its slot's first
         `kv_len` positions up to its own position (a key at j is seen from position p iff j <= p,
@@ -199,7 +206,13 @@ class StaticLlama:
                 gate_up.weight, gate_up.scale, down.weight, down.scale, self.eps, self.gemv,
             )  # fmt: skip
         h = _rms_norm((h + delta)[:, -1], self.norm, self.eps)
-        return linear(h, self.lm_head.weight, self.lm_head.scale, self.gemv).float()
+        head = self.lm_head
+        weight, scale = head.weight, head.scale
+        if vocab is not None:
+            first, end = vocab
+            weight = weight[first:end]
+            scale = None if scale is None else scale[first:end]
+        return linear(h, weight, scale, self.gemv).float()
 
     def _mask(self, positions: torch.Tensor, part: Part, start: int) -> torch.Tensor:
         """[rows, 1, G*T, kv_len] additive (0 / -inf, the model's dtype): query rows of one KV

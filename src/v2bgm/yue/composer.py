@@ -200,6 +200,7 @@ class YuEComposer:
         takes tens of seconds; a request would otherwise pay it)."""
         request = MusicRequest(tags=WARM_UP_TAGS, duration_s=1.0, lyrics=WARM_UP_LYRICS)
         self.compose(request)  # one request; stage 2 with two tracks
+        self.stage2_engine.capture()  # every stage-2 shape a longer or busier request meets
         with torch.inference_mode():  # several requests decoding at once
             self.stage1.run([self.plan(replace(request, seed=s)).stage1 for s in (0, 1)])
 

@@ -43,6 +43,22 @@ class Stage2:
         self.end = tokens.codebook_range(tokens.STAGE2_CODEBOOKS - 1)[1]
         self.graphs = StepGraphs(device, lambda: [self.last, self.pos, self.picks])
 
+    @torch.inference_mode()
+    def capture(self) -> int:
+        """Capture the frame step of every row and cache bucket now (GPU only): a request would
+        otherwise pay the captures of the shapes it meets first (a 30-s track is 5 chunks, its
+        rows a bucket no warm-up request reaches). Returns how many graphs exist."""
+        if not self.graphs.enabled:
+            return 0
+        rows = 1
+        while True:
+            for kv in sorted({self._kv(need) for need in range(1, self.length + 1, KV_BUCKET)}):
+                self.pos[:rows] = 0  # replays write position 0..7 of idle slots: harmless
+                self.graphs.run((rows, kv), lambda rows=rows, kv=kv: self._frame_step(rows, kv))
+            if rows >= self.rows:
+                return len(self.graphs)
+            rows = min(rows * 2, self.rows)
+
     def fill(self, codes0: np.ndarray, progress: Progress | None = None) -> np.ndarray:
         """Codebook-0 codes [T] -> codes [8, T] (out-of-range picks repaired)."""
         return self.fill_many([codes0], progress)[0]
@@ -85,14 +101,14 @@ class Stage2:
         out = torch.empty((n, frames, tokens.STAGE2_CODEBOOKS), dtype=torch.long, device=device)
         out[:, :, 0] = cb0_t
         # frame 0: each chunk's prompt and first code in one prefill, then six single steps
-        logits = []
+        picks = []
         for i, c in enumerate(chunks):
             prompt = np.append(tokens.stage2_prompt(c)[0], c[0])
             ids = torch.as_tensor(prompt, device=device)[None]
             positions = torch.arange(len(prompt), device=device)[None]
-            logits.append(self.model.forward(ids, positions, [Part(self.pool, i, 1, len(prompt))]))
+            picks.append(self._forward(ids, positions, [Part(self.pool, i, 1, len(prompt))]))
             self.pos[i] = len(prompt)
-        pick = self._pick(torch.cat(logits))
+        pick = torch.cat(picks)
         self.picks[:n, 0] = pick
         start = max(len(c) for c in chunks) + 4  # the longest prefill
         self.pos[:n] = self._singles(pick, self.pos[:n].clone(), n, self._kv(start + PICKS))
@@ -119,7 +135,7 @@ class Stage2:
         def step() -> None:
             ids = torch.stack([self.last[:rows], self.cb0[:rows]], 1)
             pos = self.pos[:rows, None] + torch.arange(2, device=ids.device)
-            pick = self._pick(self.model.forward(ids, pos, part))
+            pick = self._forward(ids, pos, part)
             self.picks[:rows, 0] = pick
             self.pos[:rows] = self._singles(pick, pos[:, 1] + 1, rows, kv)
 
@@ -129,14 +145,17 @@ class Stage2:
         """Picks 2..7 of a frame, one token each; returns where the next frame starts."""
         part = [Part(self.pool, 0, rows, kv)]
         for k in range(1, PICKS):
-            pick = self._pick(self.model.forward(pick[:, None], pos[:, None], part))
+            pick = self._forward(pick[:, None], pos[:, None], part)
             self.picks[:rows, k] = pick
             pos = pos + 1
         self.last[:rows] = pick
         return pos
 
-    def _pick(self, logits: torch.Tensor) -> torch.Tensor:
-        return logits[:, self.first : self.end].argmax(-1) + self.first
+    def _forward(self, ids: torch.Tensor, pos: torch.Tensor, parts: list[Part]) -> torch.Tensor:
+        """The greedy pick among codebooks 1..7 after each row's last position (only those
+        rows of the lm_head are read: a fifth of the model's bytes is the whole lm_head)."""
+        logits = self.model.forward(ids, pos, parts, vocab=(self.first, self.end))
+        return logits.argmax(-1) + self.first
 
     def _kv(self, need: int) -> int:
         """Cache positions attention reads to reach position `need - 1` (bucketed on a GPU)."""
