@@ -4,7 +4,8 @@
 
 Frames are what the client sends: 1 per second, 448x252 (a 16:9 video resized), random pixels so
 that token compression keeps every visual token (the worst case). Each configuration is run once
-after a warm-up; the report gives seconds per call, per video, visual tokens and peak memory.
+after a warm-up at each length; the report gives seconds per call, per video, visual tokens and
+peak memory.
 
 On a GPU it also gives the language model's decoding floor (key `decoder`, as
 `v2bgm.bench.floors` does for YuE): every byte a batch-1 decoding step reads (its layers, final
@@ -127,7 +128,8 @@ def main(argv: list[str] | None = None) -> int:
         "load_s": round(time.perf_counter() - start, 1),
         "runs": [],
     }
-    run(captioner, 4, 1, args.device)  # warm-up
+    for seconds in plan:  # warm-up: a video's first length pays its shapes' first-call costs
+        run(captioner, seconds, 1, args.device)
     report["max_frames_per_forward"] = captioner.max_frames_per_forward
     if args.device.startswith("cuda"):
         report["decoder"] = decoder_floor(captioner)
