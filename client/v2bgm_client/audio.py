@@ -1,7 +1,8 @@
 """The soundtrack as it goes into the video: placed over the original sound, faded, normalised to
 a loudness target (ITU-R BS.1770 via pyloudnorm) and true-peak limited, so it never clips.
 
-Everything here works on float32 arrays [channels, samples] at `mux.AUDIO_RATE`:
+Everything here works on float32 arrays [channels, samples] at the output's rate (48 or 44.1 kHz);
+the output track is stereo:
 
 - `replace`: the music alone.
 - `mix`: the music with the original sound kept under it (MIX_ORIGINAL_UNDER_LU quieter).
@@ -23,6 +24,7 @@ from .errors import VideoError
 from .video import VideoInfo
 
 MODES = ("replace", "mix", "duck")
+STEREO = 2  # channels of the output track
 DEFAULT_LUFS = -14.0  # the integrated loudness YouTube and Spotify normalise to
 MIN_LUFS, MAX_LUFS = -40.0, -5.0  # sensible targets; outside them the user mistyped
 TRUE_PEAK_CEILING_DBTP = -1.0  # EBU R128 / streaming services' maximum true peak
@@ -159,17 +161,19 @@ def place(
     target_lufs: float = DEFAULT_LUFS,
     length: int | None = None,
 ) -> np.ndarray:
-    """The output track [channels, samples]: `music` (mono) faded over its own length, cut or
-    padded to `length` samples (default: the original's, else the music's), placed over
-    `original` ([channels, samples] or None) by `mode`, normalised and limited."""
+    """The output track [2, samples]: `music` (mono [samples], or [channels, samples]) faded
+    over its own length, cut or padded to `length` samples (default: the original's, else the
+    music's), placed over `original` ([channels, samples] or None; a stereo one keeps its image)
+    by `mode`, normalised and limited. Loudness is measured on the stereo signals that are
+    mixed, so the music sits at the same level over a mono or a stereo original."""
     if mode not in MODES:
         raise ValueError(f"unknown audio mode {mode!r}; use one of {', '.join(MODES)}")
-    music = fade(music[None].astype(np.float32), rate)
+    music = fade(_stereo(np.atleast_2d(music).astype(np.float32)), rate)
     if length is None:
         length = music.shape[-1] if original is None else original.shape[-1]
     music = np.pad(music[:, :length], ((0, 0), (0, max(0, length - music.shape[-1]))))
     if original is not None:
-        original = original[:, :length]
+        original = _stereo(original[:, :length])
     if mode == "replace" or original is None or not np.isfinite(loudness(original, rate)):
         return normalise(music, rate, target_lufs)
     music = _to(music, loudness(music, rate), target_lufs)
@@ -181,22 +185,27 @@ def place(
     return normalise(music + original, rate, target_lufs)
 
 
+def _stereo(audio: np.ndarray) -> np.ndarray:
+    """[channels, samples] -> [2, samples]: one channel plays on both sides."""
+    return np.repeat(audio, STEREO, axis=0) if audio.shape[0] == 1 else audio[:STEREO]
+
+
 def _to(audio: np.ndarray, level: float, target: float) -> np.ndarray:
     return audio if not np.isfinite(level) else audio * float(db_to_gain(target - level))
 
 
 def read_original(path: str | Path, info: VideoInfo, rate: int) -> np.ndarray | None:
-    """The video's first audio track, mixed down to mono ([1, samples]: the output track is
-    mono), at `rate`, on the video's timeline (sample 0 at its first frame), exactly as long as
-    the video; None if it has none."""
+    """The video's first audio track as stereo ([2, samples]: the output track is stereo; a mono
+    track plays on both channels, more channels are mixed down), at `rate`, on the video's
+    timeline (sample 0 at its first frame), exactly as long as the video; None if it has none."""
     if not info.has_audio:
         return None
     n = round(info.duration_s * rate)
     try:
         with av.open(str(path), metadata_errors="ignore") as container:
             stream = container.streams.audio[0]
-            resampler = av.AudioResampler(format="fltp", layout="mono", rate=rate)
-            out = np.zeros((1, n), np.float32)
+            resampler = av.AudioResampler(format="fltp", layout="stereo", rate=rate)
+            out = np.zeros((STEREO, n), np.float32)
             for frame in container.decode(stream):
                 for piece in resampler.resample(frame):
                     _place_frame(out, piece, info.start_s, rate)

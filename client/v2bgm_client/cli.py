@@ -17,7 +17,7 @@ from typing import NoReturn
 
 from v2bgm_contract import interface as contract
 
-from . import audio
+from . import audio, mux
 from .aio import make_soundtracks
 from .api import DEFAULT_TIMEOUT_S, DEFAULT_URL
 from .batch import batch_outputs, list_inputs
@@ -129,6 +129,15 @@ def parser() -> argparse.ArgumentParser:
         f"services play; true peak at most {audio.TRUE_PEAK_CEILING_DBTP:g} dBTP)",
     )
     p.add_argument(
+        "--sample-rate",
+        type=int,
+        choices=mux.SAMPLE_RATES,
+        default=mux.AUDIO_RATE,
+        metavar="HZ",
+        help=f"sample rate of the output's stereo music track: 44100 or 48000 (default "
+        f"{mux.AUDIO_RATE})",
+    )
+    p.add_argument(
         "--keep-audio",
         nargs="?",
         const="flac",
@@ -213,6 +222,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         mode=args.mode,
         lufs=args.lufs,
         keep_audio=args.keep_audio,
+        sample_rate=args.sample_rate,
     )
     try:
         if tls is not None:

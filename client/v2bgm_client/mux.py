@@ -19,7 +19,9 @@ import numpy as np
 from .errors import MuxError, VideoError
 from .video import VideoInfo, probe, video_stream
 
-AUDIO_RATE = 48_000  # every audio codec below takes it; AAC's usual rate for video
+AUDIO_RATE = 48_000  # the default: every audio codec below takes it; AAC's usual rate for video
+SAMPLE_RATES = (44_100, 48_000)  # what a user may ask of the music track (`--sample-rate`)
+CHANNELS = 2  # the music track is stereo, as editors expect (mono music plays on both sides)
 # The music track's codec: the first the output container holds. WebM takes only Opus/Vorbis,
 # MPEG program streams only MPEG audio.
 _AUDIO_CODECS = ("aac", "libopus", "mp2")
@@ -50,6 +52,7 @@ class MuxReport:
     note: str | None  # one line saying why the video was re-encoded, for the user
     audio_codec: str
     sample_rate: int  # of the output's audio track
+    channels: int  # of the output's audio track (CHANNELS)
     video_duration_s: float
     audio_duration_s: float
     replaced_audio: bool  # the input had an audio track, which the music replaced
@@ -61,19 +64,23 @@ def mux_audio(
     sample_rate: int,
     out_path: str | Path,
     info: VideoInfo | None = None,
+    out_rate: int = AUDIO_RATE,
 ) -> MuxReport:
-    """Write `out_path`: the video of `video_path` with `audio` (mono float32) as its soundtrack.
+    """Write `out_path`: the video of `video_path` with `audio` (float32, mono [samples] or
+    [channels, samples] with 1 or 2 channels) as its soundtrack, a stereo track at `out_rate`
+    (SAMPLE_RATES; mono audio plays on both channels).
 
     The audio is padded with silence or cut to the video's duration. The container comes from
     `out_path`'s extension. `info` is `probe(video_path)` when the caller already has it.
     """
     video_path, out_path = Path(video_path), Path(out_path)
     samples = _check_audio(audio, sample_rate)
+    check_sample_rate(out_rate)
     check_output_path(out_path, video_path)
     info = info or probe(video_path)
     tmp = _create_temp(out_path)
     try:
-        report = _write(video_path, info, samples, sample_rate, tmp, out_path)
+        report = _write(video_path, info, samples, sample_rate, out_rate, tmp, out_path)
         os.replace(tmp, out_path)  # atomic on one file system, which the same directory is
     except BaseException as exc:
         tmp.unlink(missing_ok=True)
@@ -108,17 +115,31 @@ def check_output_path(out_path: str | Path, video_path: str | Path | None = None
         ) from None
 
 
+def check_sample_rate(rate: int) -> int:
+    if rate not in SAMPLE_RATES:
+        rates = " or ".join(str(r) for r in SAMPLE_RATES)
+        raise MuxError(f"the music track's sample rate must be {rates} Hz, got {rate}")
+    return rate
+
+
 def _check_audio(audio: np.ndarray, sample_rate: int) -> np.ndarray:
+    """[CHANNELS, samples] float32 in [-1, 1] (mono repeated on both channels)."""
     audio = np.asarray(audio)
-    if audio.ndim != 1:
-        raise MuxError(f"audio must be mono (1-D), got shape {list(audio.shape)}")
+    if audio.ndim == 1:
+        audio = audio[None]
+    if audio.ndim != 2 or not 1 <= audio.shape[0] <= CHANNELS:
+        raise MuxError(
+            f"audio must be mono [samples] or [channels, samples] with 1 or {CHANNELS} "
+            f"channels, got shape {list(audio.shape)}"
+        )
     if not np.issubdtype(audio.dtype, np.floating):
         raise MuxError(f"audio must be float samples in [-1, 1], got {audio.dtype}")
     if not 0 < sample_rate <= 384_000:
         raise MuxError(f"bad audio sample rate {sample_rate}")
     if not np.all(np.isfinite(audio)):
         raise MuxError("audio holds NaN or infinite samples")
-    return np.clip(audio, -1.0, 1.0).astype(np.float32)
+    audio = np.clip(audio, -1.0, 1.0).astype(np.float32)
+    return np.repeat(audio, CHANNELS, axis=0) if audio.shape[0] == 1 else audio
 
 
 def _reason(exc: BaseException) -> str:
@@ -166,6 +187,7 @@ def _write(
     info: VideoInfo,
     samples: np.ndarray,
     sample_rate: int,
+    out_rate: int,
     tmp: Path,
     out_path: Path,
 ) -> MuxReport:
@@ -190,10 +212,10 @@ def _write(
                 f"{out_v.codec_context.name}: a {out.format.name} file cannot hold "
                 f"{in_v.codec_context.name}"
             )
-        out_a = _add_audio_encoder(out)
-        n_samples = round(info.duration_s * AUDIO_RATE)
-        pcm = _fit(_resample(samples, sample_rate), n_samples, out_a)
-        audio_packets = _encode_audio(out_a, pcm)
+        out_a = _add_audio_encoder(out, out_rate)
+        n_samples = round(info.duration_s * out_rate)
+        pcm = _fit(resample(samples, sample_rate, out_rate), n_samples, out_a)
+        audio_packets = _encode_audio(out_a, pcm, out_rate)
         if not _records_encoder_delay(out):
             audio_packets = _delay_priming(audio_packets, info.duration_s)
         # The output's timeline starts at 0 with the video's first frame, whatever the input's
@@ -213,18 +235,19 @@ def _write(
             reencoded=not copy,
             note=note,
             audio_codec=out_a.codec_context.name,
-            sample_rate=AUDIO_RATE,
+            sample_rate=out_rate,
+            channels=pcm.shape[0],
             video_duration_s=info.duration_s,
-            audio_duration_s=len(pcm) / AUDIO_RATE,
+            audio_duration_s=pcm.shape[1] / out_rate,
             replaced_audio=info.has_audio,
         )
     return report
 
 
-def _add_audio_encoder(out: av.container.OutputContainer) -> av.audio.stream.AudioStream:
+def _add_audio_encoder(out: av.container.OutputContainer, rate: int) -> av.audio.stream.AudioStream:
     name = _pick(out, _AUDIO_CODECS, "audio")
-    stream = out.add_stream(name, rate=AUDIO_RATE)
-    stream.layout = "mono"
+    stream = out.add_stream(name, rate=rate)
+    stream.layout = "stereo"
     stream.bit_rate = _AUDIO_BIT_RATES[name]
     return stream
 
@@ -251,11 +274,14 @@ def _add_video_encoder(
     return stream
 
 
-def _resample(samples: np.ndarray, sample_rate: int) -> np.ndarray:
-    """Mono float32 at AUDIO_RATE."""
-    if sample_rate == AUDIO_RATE or samples.size == 0:
+def resample(samples: np.ndarray, sample_rate: int, rate: int = AUDIO_RATE) -> np.ndarray:
+    """float32 mono [samples] or [channels, samples] at `sample_rate` -> the same at `rate`
+    (each channel on its own, so a stereo image is kept)."""
+    if samples.ndim == 2:
+        return np.stack([resample(channel, sample_rate, rate) for channel in samples])
+    if sample_rate == rate or samples.size == 0:
         return samples
-    resampler = av.AudioResampler(format="flt", layout="mono", rate=AUDIO_RATE)
+    resampler = av.AudioResampler(format="flt", layout="mono", rate=rate)
     chunks = []
     for start in range(0, samples.size, sample_rate):  # one second at a time
         frame = av.AudioFrame.from_ndarray(
@@ -268,23 +294,27 @@ def _resample(samples: np.ndarray, sample_rate: int) -> np.ndarray:
 
 
 def _fit(pcm: np.ndarray, n_samples: int, stream: av.audio.stream.AudioStream) -> np.ndarray:
-    """Cut or pad `pcm` with silence to `n_samples`; to whole frames where the codec needs it."""
+    """Cut or pad `pcm` [channels, samples] with silence to `n_samples`; to whole frames where
+    the codec needs it."""
     ctx = stream.codec_context
     ctx.open()  # frame_size is known only once the encoder is open
     frame_size = ctx.frame_size or 1
     if not ctx.codec.capabilities & av.codec.Capabilities.small_last_frame:
         n_samples = -(-n_samples // frame_size) * frame_size
     n_samples = max(n_samples, 1)
-    if pcm.size >= n_samples:
-        return pcm[:n_samples]
-    return np.concatenate([pcm, np.zeros(n_samples - pcm.size, np.float32)])
+    if pcm.shape[1] >= n_samples:
+        return pcm[:, :n_samples]
+    return np.pad(pcm, ((0, 0), (0, n_samples - pcm.shape[1])))
 
 
-def _encode_audio(stream: av.audio.stream.AudioStream, pcm: np.ndarray) -> list[av.Packet]:
-    """All packets of the music track, which starts at 0 with the video's first frame."""
-    frame = av.AudioFrame.from_ndarray(pcm[None], format="flt", layout="mono")
-    frame.sample_rate = AUDIO_RATE
-    frame.time_base = Fraction(1, AUDIO_RATE)
+def _encode_audio(
+    stream: av.audio.stream.AudioStream, pcm: np.ndarray, rate: int
+) -> list[av.Packet]:
+    """All packets of the music track [channels, samples], which starts at 0 with the video's
+    first frame."""
+    frame = av.AudioFrame.from_ndarray(np.ascontiguousarray(pcm), format="fltp", layout="stereo")
+    frame.sample_rate = rate
+    frame.time_base = Fraction(1, rate)
     frame.pts = 0
     # PyAV cuts the frame to the encoder's frame size and converts the sample format itself.
     return [*stream.encode(frame), *stream.encode(None)]

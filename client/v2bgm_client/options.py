@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 from v2bgm_contract import interface as contract
 
-from . import audio
+from . import audio, mux
 
 KEEP_AUDIO_FORMATS = ("flac", "wav")
 
@@ -23,6 +23,7 @@ class SoundtrackOptions:
     mode: str = "replace"  # audio.MODES
     lufs: float = audio.DEFAULT_LUFS  # integrated loudness of the output track
     keep_audio: str | None = None  # also write the music alone: "flac" or "wav"
+    sample_rate: int = mux.AUDIO_RATE  # of the output's (stereo) music track: mux.SAMPLE_RATES
 
     def check(self) -> None:
         """Raise `interface.InvalidInput` naming the option and its allowed range."""
@@ -44,6 +45,9 @@ class SoundtrackOptions:
                 f"loudness target must be in [{audio.MIN_LUFS:g}, {audio.MAX_LUFS:g}] LUFS, "
                 f"got {self.lufs:g}"
             )
+        if self.sample_rate not in mux.SAMPLE_RATES:
+            rates = " or ".join(str(r) for r in mux.SAMPLE_RATES)
+            raise contract.InvalidInput(f"sample rate must be {rates} Hz, got {self.sample_rate}")
         if self.keep_audio is not None and self.keep_audio not in KEEP_AUDIO_FORMATS:
             raise contract.InvalidInput(
                 f"keep-audio format must be one of {', '.join(KEEP_AUDIO_FORMATS)}, "

@@ -21,7 +21,7 @@ from . import audio
 from .api import DEFAULT_TIMEOUT_S, DEFAULT_URL, request_duration
 from .connection import TlsOptions
 from .errors import ServerError
-from .mux import AUDIO_RATE, MuxReport, _resample, check_output_path, mux_audio
+from .mux import MuxReport, check_output_path, mux_audio, resample
 from .options import SoundtrackOptions
 from .retry import Retrying
 from .stream import build_stream_request, stream_events
@@ -149,6 +149,8 @@ class SoundtrackResult:
                 "loudness_lufs": round(o.loudness_lufs, 2),
                 "video_codec": o.mux.video_codec,
                 "audio_codec": o.mux.audio_codec,
+                "audio_sample_rate": o.mux.sample_rate,
+                "audio_channels": o.mux.channels,
                 "reencoded": o.mux.reencoded,
                 "note": o.mux.note,
             }
@@ -166,29 +168,30 @@ def finish(
     assert collected.started and collected.captioned and collected.done
     clock = time.perf_counter()
     info = prepared.info
-    length = round(info.duration_s * AUDIO_RATE)
+    rate = options.sample_rate
+    length = round(info.duration_s * rate)
     original = None
     if options.mode != "replace":
-        original = audio.read_original(prepared.input_path, info, AUDIO_RATE)
+        original = audio.read_original(prepared.input_path, info, rate)
     outputs = []
     for composed, path in zip(
         sorted(collected.composed, key=lambda c: c.candidate), prepared.outputs, strict=True
     ):
         assert composed.audio is not None
-        music = _resample(composed.audio.astype(np.float32), composed.sample_rate)
-        track = audio.place(music, original, AUDIO_RATE, options.mode, options.lufs, length)
-        report = mux_audio(prepared.input_path, track[0], AUDIO_RATE, path, info=info)
+        music = resample(composed.audio.astype(np.float32), composed.sample_rate, rate)
+        track = audio.place(music, original, rate, options.mode, options.lufs, length)
+        report = mux_audio(prepared.input_path, track, rate, path, info=info, out_rate=rate)
         kept = None
         if options.keep_audio:
-            alone = audio.place(music, None, AUDIO_RATE, "replace", options.lufs, length)
-            kept = audio.write_audio(audio_path(path, options.keep_audio), alone, AUDIO_RATE)
+            alone = audio.place(music, None, rate, "replace", options.lufs, length)
+            kept = audio.write_audio(audio_path(path, options.keep_audio), alone, rate)
         outputs.append(
             Output(
                 composed.candidate,
                 composed.seed,
                 path,
                 kept,
-                audio.loudness(track, AUDIO_RATE),
+                audio.loudness(track, rate),
                 report,
             )
         )

@@ -38,7 +38,8 @@ def band_rms(track: np.ndarray, hz: float, start_s: float, end_s: float) -> floa
 @pytest.mark.parametrize("level", [0.01, 0.3, 1.0])
 def test_replace_reaches_the_target_loudness_without_clipping(target, level):
     track = audio.place(noise(4.0, level), None, RATE, "replace", target)
-    assert track.shape == (1, 4 * RATE)
+    assert track.shape == (2, 4 * RATE)  # stereo: the mono music on both channels
+    np.testing.assert_array_equal(track[0], track[1])
     assert audio.loudness(track, RATE) == pytest.approx(target, abs=0.2)
     assert audio.true_peak_dbtp(track) <= audio.TRUE_PEAK_CEILING_DBTP + 0.01
 
@@ -105,7 +106,7 @@ def test_silent_original_is_left_out():
 
 def test_music_shorter_than_the_video_is_faded_then_padded():
     track = audio.place(noise(2.0, 0.2), None, RATE, "replace", length=3 * RATE)
-    assert track.shape == (1, 3 * RATE)
+    assert track.shape == (2, 3 * RATE)
     assert np.abs(track[0, 2 * RATE - 10 : 2 * RATE]).max() < 0.01  # faded before the silence
     assert not track[0, 2 * RATE :].any()
 
@@ -124,8 +125,8 @@ def test_write_audio(tmp_path, suffix):
     bits = {np.dtype(np.int32): 24, np.dtype(np.int16): 16}[decoded.dtype]
     assert bits == (24 if suffix == ".flac" else 16)
     decoded = decoded / 2.0 ** (8 * decoded.dtype.itemsize - 1)
-    assert len(decoded) == track.shape[1]
-    assert np.abs(decoded - track[0]).max() < 2.0 ** (1 - bits)
+    assert len(decoded) == track.size  # both channels, interleaved
+    assert np.abs(decoded - track.T.reshape(-1)).max() < 2.0 ** (1 - bits)
 
 
 def test_read_original_follows_the_video_timeline(make_video, tmp_path):
@@ -135,9 +136,35 @@ def test_read_original_follows_the_video_timeline(make_video, tmp_path):
     with_sound = mux_audio(src, sound, RATE, tmp_path / "with_sound.mp4").output_path
     info = probe(with_sound)
     original = audio.read_original(with_sound, info, RATE)
-    assert original.shape == (1, round(info.duration_s * RATE))
+    assert original.shape == (2, round(info.duration_s * RATE))  # the output track's channels
     energy = [
         float(np.abs(original[0, i * RATE // 10 : (i + 1) * RATE // 10]).mean()) for i in range(30)
     ]
     assert max(energy[:9]) < 0.01 and min(energy[11:29]) > 0.1
     assert audio.read_original(src, probe(src), RATE) is None  # no audio track
+
+
+def test_a_stereo_original_keeps_its_image_under_mono_music():
+    # The original's left channel holds a tone, its right channel is silent: after `mix` and
+    # `duck` the tone is still on the left only, and the music is on both sides.
+    music = tone(4.0, MUSIC_HZ, 0.3)
+    left = tone(4.0, ORIGINAL_HZ, 0.3)
+    original = np.stack([left, np.zeros_like(left)])
+    for mode in ("mix", "duck"):
+        track = audio.place(music, original, RATE, mode)
+        assert track.shape == (2, 4 * RATE)
+        on_left = band_rms(track[:1], ORIGINAL_HZ, 1, 3)
+        on_right = band_rms(track[1:], ORIGINAL_HZ, 1, 3)
+        assert on_left > 0 and on_right < 0.01 * on_left, mode
+        music_left, music_right = (band_rms(track[c : c + 1], MUSIC_HZ, 1, 3) for c in (0, 1))
+        assert music_right == pytest.approx(music_left, rel=0.01), mode
+
+
+def test_mix_level_is_the_same_over_a_mono_or_a_stereo_original():
+    # The same sound, as one channel or as two identical ones, sits at the same level under
+    # the music: loudness is measured on what is mixed (both stereo).
+    music = tone(4.0, MUSIC_HZ, 0.3)
+    original = tone(4.0, ORIGINAL_HZ, 0.3)[None]
+    mono = audio.place(music, original, RATE, "mix")
+    stereo = audio.place(music, np.repeat(original, 2, axis=0), RATE, "mix")
+    np.testing.assert_allclose(stereo, mono, atol=1e-5)

@@ -57,6 +57,7 @@ def test_server_down(capsys, tmp_path, make_video, unused_url):
         (["--seed", "-1"], ["--seed"]),
         (["--seed", "x"], ["not an integer"]),
         (["--timeout", "0"], ["must be positive"]),
+        (["--sample-rate", "32000"], ["--sample-rate", "invalid choice"]),
     ],
 )
 def test_bad_arguments(capsys, tmp_path, make_video, args, words):
@@ -104,6 +105,7 @@ def test_success_output(capsys, tmp_path, monkeypatch):
         note="re-encoded the video from vp8 to libx264: a mp4 file cannot hold vp8",
         audio_codec="aac",
         sample_rate=48_000,
+        channels=2,
         video_duration_s=3.0,
         audio_duration_s=3.0,
         replaced_audio=False,

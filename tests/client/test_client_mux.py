@@ -70,9 +70,10 @@ def test_video_copied_and_music_added(make_video, tmp_path, case):
     before, after = videos.video_packets(src), videos.video_packets(out)
     assert [p.data for p in after] == [p.data for p in before]  # bytes, packet for packet
     assert _relative_pts(after) == pytest.approx(_relative_pts(before), abs=1e-3)
-    # The music replaced the tone: one mono track at 48 kHz.
-    assert _audio_streams(out) == [(codec, AUDIO_RATE, 1)]
+    # The music replaced the tone: one stereo track at 48 kHz.
+    assert _audio_streams(out) == [(codec, AUDIO_RATE, 2)]
     assert report.audio_codec.endswith(codec) and report.sample_rate == AUDIO_RATE
+    assert report.channels == 2
     # As long as the video, within one frame of the audio codec.
     video_s = videos.video_duration(src)
     assert videos.video_duration(out) == pytest.approx(video_s, abs=1e-3)
@@ -192,11 +193,12 @@ def test_failure_mid_write_leaves_nothing(make_video, tmp_path, monkeypatch, int
     ("audio", "rate", "message"),
     [
         (np.full(100, np.nan, np.float32), 48_000, "NaN"),
-        (np.zeros((2, 100), np.float32), 48_000, "mono"),
+        (np.zeros((3, 100), np.float32), 48_000, "1 or 2 channels"),
+        (np.zeros((1, 2, 100), np.float32), 48_000, "1 or 2 channels"),
         (np.zeros(100, np.int16), 48_000, "float"),
         (np.zeros(100, np.float32), 0, "sample rate"),
     ],
-    ids=["nan", "stereo", "int", "rate"],
+    ids=["nan", "three-channels", "3-d", "int", "rate"],
 )
 def test_bad_audio_rejected_before_writing(make_video, tmp_path, audio, rate, message):
     src = make_video("c.mp4", **SIZE)
@@ -221,3 +223,25 @@ def test_bad_output_paths(make_video, tmp_path):
             mux_audio(src, _music(1.0), 44_100, path)
     assert list(tmp_path.iterdir()) == []
     assert check_output_path(tmp_path / "ok.MKV") == "matroska"
+
+
+@pytest.mark.parametrize("out_rate", mux.SAMPLE_RATES)
+def test_stereo_music_keeps_its_channels_at_either_rate(make_video, tmp_path, out_rate):
+    src = make_video("c.mp4", **SIZE)
+    out = tmp_path / "out.mp4"
+    left, right = _music(3.0, 44_100, 0.5), _music(3.0, 44_100, 0.1)
+    report = mux_audio(src, np.stack([left, right]), 44_100, out, out_rate=out_rate)
+    assert _audio_streams(out) == [("aac", out_rate, 2)] and report.sample_rate == out_rate
+    assert videos.audio_duration(out) == pytest.approx(3.0, abs=1024 / out_rate)
+    with av.open(str(out)) as f:
+        pcm = np.concatenate([fr.to_ndarray() for fr in f.decode(audio=0)], axis=1)  # planar
+    rms = np.sqrt(np.mean(pcm[:, 4096 : out_rate * 2] ** 2, axis=1))
+    assert rms[0] == pytest.approx(0.5 / np.sqrt(2), rel=0.05)
+    assert rms[1] == pytest.approx(0.1 / np.sqrt(2), rel=0.05)
+
+
+def test_unsupported_output_rate_rejected(make_video, tmp_path):
+    src = make_video("c.mp4", **SIZE)
+    with pytest.raises(MuxError, match="44100 or 48000 Hz, got 32000"):
+        mux_audio(src, _music(1.0), 44_100, tmp_path / "out.mp4", out_rate=32_000)
+    assert list(tmp_path.iterdir()) == []

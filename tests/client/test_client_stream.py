@@ -49,6 +49,7 @@ def test_request_defaults_leave_seed_to_the_server_and_duration_to_the_option():
         (SoundtrackOptions(lufs=3.0), "loudness target must be in [-40, -5] LUFS"),
         (SoundtrackOptions(lufs=float("nan")), "loudness target"),
         (SoundtrackOptions(keep_audio="mp3"), "keep-audio format must be one of flac, wav"),
+        (SoundtrackOptions(sample_rate=32_000), "sample rate must be 44100 or 48000 Hz, got 32000"),
         (SoundtrackOptions(hint="x" * 600), "HINT is 600 bytes"),
         (SoundtrackOptions(tags=("a",) * 6), "FIXED_TAGS holds 6 tags"),
     ],
