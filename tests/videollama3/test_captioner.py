@@ -133,3 +133,22 @@ def test_vocabulary_is_clean():
     for tags in vocab.values():
         assert all(t == " ".join(t.split()) and t for t in tags)
         assert len({t.lower() for t in tags}) == len(tags)
+
+
+def test_the_static_cache_gives_the_dynamic_caches_answers(weights, captioner):
+    # On a GPU the answer is decoded on a static cache (compiled there); here, in fp32 and not
+    # compiled, both caches must give the same tokens, in a batch of ragged prompts too.
+    static = VideoCaptioner.from_pretrained(weights)
+    static.cache = "static"
+    requests = [random_request(seed) for seed in (3, 4, 5)]
+    assert captioner.cache == "dynamic"  # the CPU's default
+    assert static.describe_batch(requests) == captioner.describe_batch(requests)
+    assert static.describe(requests[0].frames, requests[0].fps) == captioner.describe(
+        requests[0].frames, requests[0].fps
+    )
+
+
+def test_an_unknown_cache_is_refused(weights, monkeypatch):
+    monkeypatch.setenv("V2BGM_CAPTIONER_CACHE", "paged")
+    with pytest.raises(ValueError, match="captioner cache must be one of dynamic, static"):
+        VideoCaptioner.from_pretrained(weights)

@@ -58,7 +58,9 @@ class CaptionerHandler:
 
     @classmethod
     def load(cls, weights: Path, device: str, params: Params) -> CaptionerHandler:
-        return cls(VideoCaptioner.from_pretrained(weights, device))
+        captioner = VideoCaptioner.from_pretrained(weights, device)
+        captioner.warm_up()  # on a GPU: compiles the decoding step before the first request
+        return cls(captioner)
 
     def batch(self, requests: list[Tensors]) -> list[tuple[Result, dict[str, StageStats]]]:
         """All valid requests' videos in one forward; a bad request fails alone. (One forward
