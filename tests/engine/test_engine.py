@@ -14,7 +14,7 @@ from tests.parity import reference
 from v2bgm.composer import Cancelled
 from v2bgm.engine.llama import Part, StaticLlama
 from v2bgm.engine.sampling import exponential_noise
-from v2bgm.yue import tokens
+from v2bgm.yue import stage2, tokens
 from v2bgm.yue.reference import GenerateStage1, GenerateStage2
 from v2bgm.yue.stage1 import Stage1, Stage1Settings
 from v2bgm.yue.stage2 import Stage2
@@ -148,6 +148,22 @@ def test_stage2_equals_generate_path_over_tracks_and_short_chunks(stage2_model):
     got = Stage2(StaticLlama(stage2_model), rows=4).fill_many(tracks)
     for e, g in zip(expected, got, strict=True):
         np.testing.assert_array_equal(g, e)
+
+
+def test_stage2_chunks_filled_in_any_groups_assemble_to_the_whole_track(stage2_model):
+    # The scheduler fills a track's chunks as stage 1 makes them, beside other requests' chunks:
+    # the assembled codes must be those of filling the track at once.
+    rng = np.random.default_rng(2)
+    chunk = tokens.STAGE2_CHUNK_FRAMES
+    track = rng.integers(0, 1024, 2 * chunk + 31)
+    engine = Stage2(StaticLlama(stage2_model), rows=4)
+    whole = engine.fill(track)
+    pieces = stage2.split(track)
+    assert [len(p) for p in pieces] == [chunk, chunk, 31]
+    other = rng.integers(0, 1024, 40)  # another request's chunk shares the first batch
+    first = engine.fill_chunks([pieces[1], other])[0]
+    rest = engine.fill_chunks([pieces[2], pieces[0]])
+    np.testing.assert_array_equal(stage2.assemble([rest[1], first, rest[0]]), whole)
 
 
 def test_stage2_equals_reference_per_frame_generate(stage2_model):

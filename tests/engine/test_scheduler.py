@@ -86,6 +86,32 @@ def test_concurrent_requests_equal_one_at_a_time(composer):
         assert list(t.stats) == ["stage1", "stage2", "decode"] and t.stats["stage1"].tokens > 0
 
 
+def test_stage2_starts_before_stage1_ends_and_the_music_is_unchanged(composer):
+    # 850 frames: chunks of 300, 300 and 250. Chunk 0 is final at frame 300, with two thirds of
+    # stage 1 to go: it is filled then, not after the last token; the music is the same.
+    request = MusicRequest("pop piano", 17.0, seed=5)
+    alone = composer.compose(request)
+    batches: list[list[tuple[int, bool]]] = []  # (chunk, its stage 1 over) per stage-2 batch
+    fill = composer.fill_chunks
+
+    def recording(chunks):
+        batches.append([(c.index, c.composition.stage1.finished) for c in chunks])
+        fill(chunks)
+
+    composer.fill_chunks = recording
+    scheduler = YuEScheduler(composer)
+    try:
+        (music,) = collect(scheduler, [request])
+    finally:
+        scheduler.close()
+        del composer.fill_chunks
+    assert sorted(i for batch in batches for i, _ in batch) == [0, 1, 2]
+    assert batches[0] == [(0, False)], batches
+    assert isinstance(music, Music)
+    np.testing.assert_array_equal(music.audio, alone.audio)
+    assert music.stats["stage2"].tokens == alone.stats["stage2"].tokens == 850 * 7
+
+
 def test_beyond_slots_and_line_is_refused_at_once(composer):
     meter = Recorder()
     scheduler = YuEScheduler(composer, max_waiting=0)

@@ -27,14 +27,19 @@ def run_cli(*args: str) -> subprocess.CompletedProcess:
 
 
 def decoded_audio(path: Path) -> tuple[np.ndarray, int]:
+    """The first audio track as float [samples, channels], and its rate."""
     with av.open(str(path)) as f:
         stream = f.streams.audio[0]
-        frames = [fr.to_ndarray() for fr in f.decode(stream)]
+        parts = []
+        for fr in f.decode(stream):
+            data = fr.to_ndarray()  # planar: [channels, n]; packed: [1, n * channels]
+            channels = len(fr.layout.channels)
+            parts.append(data if fr.format.is_planar else data.reshape(-1, channels).T)
         rate = stream.codec_context.sample_rate
-    samples = np.concatenate(frames, axis=-1).astype(np.float64)
+    samples = np.concatenate(parts, axis=-1).astype(np.float64)
     if samples.dtype.kind != "f" or np.abs(samples).max() > 1.5:  # integer PCM
         samples = samples / 2 ** (31 if np.abs(samples).max() > 2**16 else 15)
-    return samples.reshape(-1, samples.shape[-1])[0], rate
+    return samples.T, rate
 
 
 def lufs(path: Path) -> float:
@@ -68,8 +73,10 @@ def test_candidates_mix_loudness_keep_audio_json(tmp_path, grpc_url):
         ]
         assert lufs(path) == pytest.approx(-16.0, abs=LOUDNESS_TOLERANCE_LU)
         assert lufs(music) == pytest.approx(-16.0, abs=LOUDNESS_TOLERANCE_LU)
-        samples, _ = decoded_audio(path)
+        samples, rate = decoded_audio(path)
         assert np.abs(samples).max() < 1.0  # no clipping
+        assert (samples.shape[1], rate) == (2, 48_000)  # stereo, 48 kHz
+        assert (o["audio_channels"], o["audio_sample_rate"]) == (2, 48_000)
     # Two seeds, two soundtracks.
     assert not np.array_equal(
         decoded_audio(Path(outputs[0]["audio_path"]))[0],

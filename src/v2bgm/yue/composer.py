@@ -1,9 +1,13 @@
 """YuE v1's pipeline: stage 1 -> stage 2 -> X-Codec + vocoder, exactly as long as asked.
 
 A request travels as a `Composition` through four steps: `plan` (sections and frames), stage 1
-(its `Stage1Job` on the engine's decoder), `stage2` (several compositions' tracks share the same
-teacher-forcing steps) and `decode`. `compose` runs the steps for one request; the scheduler
-(`v2bgm.yue.scheduler`) moves many through the same steps at once.
+(its `Stage1Job` on the engine's decoder), stage 2 and `decode`. Stage 2 works on 6-s chunks,
+each independent of the others (YuE's own cut): `new_chunks` hands out those whose codebook-0
+frames stage 1 has made final, even while stage 1 goes on; `fill_chunks` fills any set of
+chunks (several compositions' at once share the teacher-forcing steps); `stage2_done`
+assembles a track from its chunks once they are all filled, with the same codes as filling
+the whole track at once. `compose` runs the steps for one request; the scheduler
+(`v2bgm.yue.scheduler`) moves many through the same steps at once, stage 2 behind stage 1.
 
 Decoding follows YuE's `infer.py`: each track's codes give 16 kHz audio (X-Codec, clamped to
 ±0.99 as the reference saves it) and 44.1 kHz audio (the vocoder, from the same RVQ embeddings);
@@ -47,6 +51,16 @@ INSTRUMENTAL, VOCAL = "instrumental", "vocal"
 
 
 @dataclass
+class Chunk:
+    """One 6-s chunk of one track of a composition, on its way through stage 2."""
+
+    composition: Composition
+    track: str
+    index: int
+    codes0: np.ndarray  # its codebook-0 codes [<= STAGE2_CHUNK_FRAMES]
+
+
+@dataclass
 class Composition:
     """One request on its way through YuE's stages."""
 
@@ -57,19 +71,24 @@ class Composition:
     instrumental_only: bool
     stage1: Stage1Job
     codes: dict[str, np.ndarray] = field(default_factory=dict)  # stage 2's [8, T] per track
+    chunks_sent: int = 0  # chunk indices handed out by `new_chunks` (for every track)
+    filled: dict[tuple[str, int], np.ndarray] = field(default_factory=dict)  # (track, i): ids
     stats: dict[str, StageStats] = field(default_factory=dict)  # in stage order
     error: BaseException | None = None
     clock: float = field(default_factory=time.perf_counter)  # when its current stage began
 
-    def tracks(self) -> dict[str, np.ndarray]:
-        """Stage 1's codebook-0 tracks that stage 2 fills: background music is the
-        instrumental alone."""
-        result = self.stage1.result
-        assert result is not None
-        tracks = {INSTRUMENTAL: result.instrumental}
-        if not self.instrumental_only:
-            tracks[VOCAL] = result.vocal
-        return tracks
+    @property
+    def track_names(self) -> tuple[str, ...]:
+        """The tracks stage 2 fills: background music is the instrumental alone."""
+        return (INSTRUMENTAL,) if self.instrumental_only else (INSTRUMENTAL, VOCAL)
+
+    @property
+    def chunk_count(self) -> int:
+        return -(-self.frames // tokens.STAGE2_CHUNK_FRAMES)
+
+    @property
+    def stage2_complete(self) -> bool:
+        return len(self.filled) == self.chunk_count * len(self.track_names)
 
     def lap(self, stage: str, tokens_made: int = 0) -> None:
         """Record the stage that just ended; the next one starts now."""
@@ -124,39 +143,68 @@ class YuEComposer:
         """Close stage 1 of a composition whose job has finished (its error, if any, is the
         composition's)."""
         job = composition.stage1
-        composition.error = job.error
+        composition.error = composition.error or job.error  # or a chunk's, failed in stage 2
         composition.lap(stage1.STAGE, job.result.tokens if job.result is not None else 0)
 
-    def stage2(self, batch: list[Composition]) -> None:
-        """Stage 2 for every track of `batch` in the same steps. A cancel drops its own request
-        only; any other error fails them all."""
-        tracks = [(c, name, cb0) for c in batch for name, cb0 in c.tracks().items()]
+    def new_chunks(self, composition: Composition) -> list[Chunk]:
+        """The chunks of `composition` whose codebook 0 stage 1 has made final since the last
+        call (all that remain once stage 1 has finished), for `fill_chunks`."""
+        c, size = composition, tokens.STAGE2_CHUNK_FRAMES
+        ready = c.stage1.frames_ready()
+        end = c.chunks_sent
+        while end < c.chunk_count and min((end + 1) * size, c.frames) <= ready:
+            end += 1
+        if end == c.chunks_sent:
+            return []
+        vocal, instrumental = c.stage1.codes0(min(end * size, c.frames))
+        codes0 = {INSTRUMENTAL: instrumental, VOCAL: vocal}
+        chunks = [
+            Chunk(c, name, i, codes0[name][i * size : (i + 1) * size])
+            for i in range(c.chunks_sent, end)
+            for name in c.track_names
+        ]
+        c.chunks_sent = end
+        return chunks
+
+    def fill_chunks(self, chunks: list[Chunk]) -> None:
+        """Stage 2 for `chunks` (of one or several compositions) in the same steps; each result
+        goes to its composition. Progress goes to the compositions whose stage 1 has ended (a
+        composition still in stage 1 reports stage 1). A cancel drops its own composition only;
+        any other error fails them all."""
+        owners = list({id(chunk.composition): chunk.composition for chunk in chunks}.values())
+        reporting = [c for c in owners if c.stage1.finished and c.progress is not None]
         cancelled: dict[int, Cancelled] = {}
 
         def progress(stage: str, fraction: float) -> None:
-            for i, c in enumerate(batch):
-                if c.progress is not None and i not in cancelled:
+            for c in reporting:
+                if id(c) not in cancelled:
                     try:
-                        c.progress(stage, fraction)
+                        c.progress(stage, fraction)  # type: ignore[misc]
                     except Cancelled as exc:
-                        cancelled[i] = exc.with_traceback(None)
-            if len(cancelled) == len(batch):
+                        cancelled[id(c)] = exc.with_traceback(None)
+            if reporting and len(cancelled) == len(owners):
                 raise Cancelled("every request of this stage-2 batch was cancelled")
 
-        for c in batch:
-            c.clock = time.perf_counter()
         try:
-            codes = self.stage2_engine.fill_many([cb0 for _, _, cb0 in tracks], progress)
+            ids = self.stage2_engine.fill_chunks([chunk.codes0 for chunk in chunks], progress)
         except Exception as exc:
-            for i, c in enumerate(batch):
-                c.error = cancelled.get(i) or exc.with_traceback(None)
+            for c in owners:
+                c.error = c.error or cancelled.get(id(c)) or exc.with_traceback(None)
             return
-        for (c, name, _), track in zip(tracks, codes, strict=True):
-            c.codes[name] = track
-        for i, c in enumerate(batch):
-            c.error = cancelled.get(i)
-            frames = sum(track.shape[1] for track in c.codes.values())
-            c.lap(stage2.STAGE, frames * (tokens.STAGE2_CODEBOOKS - 1))
+        for chunk, chunk_ids in zip(chunks, ids, strict=True):
+            chunk.composition.filled[chunk.track, chunk.index] = chunk_ids
+        for c in owners:
+            c.error = c.error or cancelled.get(id(c))
+
+    def stage2_done(self, composition: Composition) -> None:
+        """Assemble the tracks of a composition whose chunks are all filled; stage 2's time is
+        what it took after stage 1 ended (the rest ran behind stage 1)."""
+        c = composition
+        for name in c.track_names:
+            c.codes[name] = stage2.assemble([c.filled[name, i] for i in range(c.chunk_count)])
+        c.filled.clear()
+        frames = sum(track.shape[1] for track in c.codes.values())
+        c.lap(stage2.STAGE, frames * (tokens.STAGE2_CODEBOOKS - 1))
 
     def decode(self, composition: Composition) -> Music:
         """Decoded tracks [8, T] each -> the music, exactly as long as asked, with its costs."""
@@ -190,9 +238,10 @@ class YuEComposer:
         self.stage1.run([c.stage1])
         self.stage1_done(c)
         if c.error is None:
-            self.stage2([c])
+            self.fill_chunks(self.new_chunks(c))
         if c.error is not None:
             raise c.error
+        self.stage2_done(c)
         return self.decode(c)
 
     def warm_up(self) -> None:

@@ -2,10 +2,11 @@
 
 One thread owns stage 1: compositions join its decoder between steps (a slot each) and leave it
 when done or cancelled, so a long request never holds a short one back. A second thread, on its
-own CUDA stream, runs stage 2 and decoding of whatever stage 1 finished, so that work overlaps
-the other requests' stage-1 steps instead of stopping them; compositions that finish stage 1
-close together share stage 2's steps (it costs ~300 sequential frames whatever the length, so
-one request after another would queue them). Both threads run the steps of
+own CUDA stream, runs stage 2 and decoding, so that work overlaps the stage-1 steps instead of
+stopping them. Stage 2 starts before stage 1 ends: each 6-s chunk goes to it as soon as stage 1
+has made its frames final (`YuEComposer.new_chunks`), so when a request's last token comes only
+its last chunk is left. Chunks waiting together share stage 2's steps (a chunk costs ~300
+sequential frames whatever else runs beside it). Both threads run the steps of
 `v2bgm.yue.composer.YuEComposer`, the same ones `compose` runs for one request.
 
 Admission is bounded: past `slots` requests decoding and `max_waiting` waiting for a slot, a
@@ -37,7 +38,7 @@ from v2bgm.composer import (
     NoMeter,
     Progress,
 )
-from v2bgm.yue.composer import Composition, YuEComposer
+from v2bgm.yue.composer import Chunk, Composition, YuEComposer
 
 IDLE_WAIT_S = 0.05  # how long the stage-1 thread sleeps on an empty queue between checks
 
@@ -47,6 +48,16 @@ class _Work:
     composition: Composition
     done: Done
     submitted: float = field(default_factory=time.perf_counter)
+
+
+@dataclass
+class _Stage1Ended:
+    """Follows the last of a composition's chunks on the way to stage 2."""
+
+    work: _Work
+
+
+_Finishing = Chunk | _Stage1Ended | None  # None: stop
 
 
 class YuEScheduler:
@@ -61,7 +72,7 @@ class YuEScheduler:
         self.token_stages = composer.token_stages
         self.meter: Meter = NoMeter()
         self.incoming: queue.Queue[_Work] = queue.Queue()
-        self.finishing: queue.Queue[_Work | None] = queue.Queue()
+        self.finishing: queue.Queue[_Finishing] = queue.Queue()
         self.lock = threading.Lock()
         self.admitted = 0  # submitted and not yet answered
         self.running = True
@@ -124,44 +135,65 @@ class YuEScheduler:
                     self.decoder.step()
                 else:
                     self.decoder.flush()
+                for work in decoding:  # chunks made final by this step go to stage 2 now
+                    if not work.composition.stage1.finished:
+                        self._send_chunks(work)
                 for work in [w for w in decoding if w.composition.stage1.finished]:
                     decoding.remove(work)
                     self.composer.stage1_done(work.composition)
                     if work.composition.error is not None:
                         self._answer(work, work.composition.error)
                     else:
-                        self.finishing.put(work)
+                        self._send_chunks(work)
+                        self.finishing.put(_Stage1Ended(work))
         self.finishing.put(None)
+
+    def _send_chunks(self, work: _Work) -> None:
+        try:
+            for chunk in self.composer.new_chunks(work.composition):
+                self.finishing.put(chunk)
+        except Exception as exc:  # stage 2 would fail on them: the composition fails now
+            work.composition.error = work.composition.error or exc
 
     # -- stage 2 and decoding -------------------------------------------------------------------
     def _finish_loop(self) -> None:
-        """Stage 2 for every composition stage 1 has finished since the last round, in one
-        batch of chunks (rows), then each one's decoding and answer."""
+        """Stage 2 for every chunk sent since the last round, in one batch of rows; then the
+        decoding and answer of each composition whose stage 1 has ended and whose chunks are
+        all filled."""
         stream = torch.cuda.stream(self.side) if self.side is not None else contextlib.nullcontext()
+        ended: list[_Work] = []  # stage 1 over, chunks still being filled
         with torch.inference_mode(), stream:
             stop = False
             while not stop:
-                batch = [self.finishing.get()]
+                items = [self.finishing.get()]
                 with contextlib.suppress(queue.Empty):
                     while True:
-                        batch.append(self.finishing.get_nowait())
-                stop = None in batch
-                works = [w for w in batch if w is not None]
-                if works:
-                    self._finish(works)
+                        items.append(self.finishing.get_nowait())
+                stop = None in items
+                chunks = [
+                    item for item in items if isinstance(item, Chunk) and _alive(item.composition)
+                ]
+                if chunks:
+                    self.composer.fill_chunks(chunks)
+                ended += [item.work for item in items if isinstance(item, _Stage1Ended)]
+                for work in [w for w in ended if _finished(w.composition)]:
+                    ended.remove(work)
+                    self._finish(work)
+            for work in ended:  # only after a failure inside the loop's own steps
+                self._answer(work, work.composition.error or RuntimeError("stage 2 stopped"))
 
-    def _finish(self, works: list[_Work]) -> None:
-        self.composer.stage2([w.composition for w in works])
-        for work in works:
-            if work.composition.error is not None:
-                self._answer(work, work.composition.error)
-                continue
-            try:
-                self._answer(work, self.composer.decode(work.composition))
-            except Cancelled as exc:  # its traceback holds the tracks: drop it
-                self._answer(work, exc.with_traceback(None))
-            except Exception as exc:  # logged with its traceback by the served model
-                self._answer(work, exc)
+    def _finish(self, work: _Work) -> None:
+        c = work.composition
+        if c.error is not None:
+            self._answer(work, c.error)
+            return
+        try:
+            self.composer.stage2_done(c)
+            self._answer(work, self.composer.decode(c))
+        except Cancelled as exc:  # its traceback holds the tracks: drop it
+            self._answer(work, exc.with_traceback(None))
+        except Exception as exc:  # logged with its traceback by the served model
+            self._answer(work, exc)
 
     def _answer(self, work: _Work, result: Music | BaseException) -> None:
         with self.lock:
@@ -173,6 +205,15 @@ class YuEScheduler:
     def _measure(report: Callable[..., None], *args: float) -> None:
         with contextlib.suppress(Exception):  # a metric never costs a request its answer
             report(*args)
+
+
+def _alive(composition: Composition) -> bool:
+    """Whether stage 2 should still fill this composition's chunks."""
+    return composition.error is None and composition.stage1.error is None
+
+
+def _finished(composition: Composition) -> bool:
+    return composition.error is not None or composition.stage2_complete
 
 
 def load(weights: Path, device: str, options: ComposerOptions) -> YuEScheduler:

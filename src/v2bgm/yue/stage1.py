@@ -73,6 +73,7 @@ class Stage1Job:
     made: int = 0  # frames made by finished segments
     generated: int = 0  # tokens generated, <EOA> included
     prompt: list[int] = field(default_factory=list)  # this segment's prompt
+    current: list[int] = field(default_factory=list)  # this segment's tokens so far
     result: Stage1Output | None = None
     error: BaseException | None = None
 
@@ -86,11 +87,13 @@ class Stage1Job:
         return self._segment()
 
     def on_token(self, new: list[int]) -> None:
+        self.current = new
         if self.progress is not None:
             self.progress(STAGE, min((self.made + len(new) // 2) / self.frames, 1.0))
 
     def segment_done(self, new: list[int]) -> Segment | None:
         self.generated += len(new)
+        self.current = []
         if new[-1] != tokens.EOA:
             new = [*new, tokens.EOA]
         self.segments.append(self.prompt + new)
@@ -100,6 +103,25 @@ class Stage1Job:
             self._finish()
             return None
         return self._segment()
+
+    # -- what is final before the end (stage 2 starts on it) -----------------------------------
+    def frames_ready(self) -> int:
+        """Frames of both tracks' codebook 0 that no later token changes (a frame is a vocal and
+        an instrumental token; at most `frames`)."""
+        if self.result is not None:
+            return self.frames
+        return min(self.made + len(self.current) // 2, self.frames)
+
+    def codes0(self, end: int) -> tuple[np.ndarray, np.ndarray]:
+        """(vocal, instrumental) codebook-0 codes of frames [0, end), end <= frames_ready():
+        the same codes the result will hold there."""
+        if self.result is not None:
+            return self.result.vocal[:end], self.result.instrumental[:end]
+        ids = [*self.header, *(i for seg in self.segments for i in seg), *self.prompt]
+        vocal, instrumental = tokens.parse_stage1([*ids, *self.current, tokens.EOA])
+        if len(vocal) < end:
+            raise RuntimeError(f"stage 1 holds {len(vocal)} final frames, {end} were asked")
+        return vocal[:end], instrumental[:end]
 
     def fail(self, error: BaseException) -> None:
         # a cancel's traceback holds the decoder's frames (and its caches): drop it

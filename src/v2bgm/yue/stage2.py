@@ -67,25 +67,31 @@ class Stage2:
         self, tracks: Sequence[np.ndarray], progress: Progress | None = None
     ) -> list[np.ndarray]:
         """Several tracks' codebook 0 at once: all their chunks share the steps."""
-        chunk = tokens.STAGE2_CHUNK_FRAMES
-        pieces: list[tuple[int, np.ndarray]] = []  # (track, cb0 ids of one chunk)
-        for t, codes0 in enumerate(tracks):
-            ids0 = tokens.codes_to_ids(np.asarray(codes0)[None])[0]
-            pieces += [(t, ids0[i : i + chunk]) for i in range(0, len(ids0), chunk)]
-        total = sum(len(p) for _, p in pieces)
+        pieces = [(t, chunk) for t, codes0 in enumerate(tracks) for chunk in split(codes0)]
+        out = self.fill_chunks([chunk for _, chunk in pieces], progress)
+        return [
+            assemble([o for (tt, _), o in zip(pieces, out, strict=True) if tt == t])
+            for t in range(len(tracks))
+        ]
+
+    def fill_chunks(
+        self, chunks: Sequence[np.ndarray], progress: Progress | None = None
+    ) -> list[np.ndarray]:
+        """Codebook-0 codes of 6-s chunks (`split`) -> each chunk's ids [8, F] as stage 2 picked
+        them, unrepaired (`assemble` makes a track's codes of its chunks, in order). A chunk
+        does not depend on the others: a track's chunks may be filled in any groups, at any
+        time, and `assemble` gives the same codes as `fill_many` of the whole track."""
+        ids0 = [tokens.codes_to_ids(np.asarray(c)[None])[0] for c in chunks]
+        total = sum(len(c) for c in ids0)
         done = 0
         out: list[np.ndarray] = []
-        for start in range(0, len(pieces), self.rows):
-            batch = [p for _, p in pieces[start : start + self.rows]]
+        for start in range(0, len(ids0), self.rows):
+            batch = ids0[start : start + self.rows]
             out += self._teacher_force(batch, _reporter(progress, done, batch, total))
-            done += sum(len(p) for p in batch)
+            done += sum(len(c) for c in batch)
         if progress is not None:
             progress(STAGE, 1.0)
-        result = []
-        for t in range(len(tracks)):
-            ids = np.concatenate([o for (tt, _), o in zip(pieces, out, strict=True) if tt == t], 1)
-            result.append(tokens.repair_codes(tokens.ids_to_codes(ids)))
-        return result
+        return out
 
     @torch.inference_mode()
     def _teacher_force(
@@ -162,6 +168,20 @@ class Stage2:
         if self.graphs.enabled:
             need = _round_up(need, KV_BUCKET)
         return min(need, self.length)
+
+
+def split(codes0: np.ndarray) -> list[np.ndarray]:
+    """A track's codebook 0 [T] -> its 6-s chunks, as YuE's stage 2 cuts it (the last one may be
+    shorter)."""
+    chunk = tokens.STAGE2_CHUNK_FRAMES
+    codes0 = np.asarray(codes0)
+    return [codes0[i : i + chunk] for i in range(0, len(codes0), chunk)]
+
+
+def assemble(chunk_ids: Sequence[np.ndarray]) -> np.ndarray:
+    """A track's chunks' ids [8, F_i], in order -> its codes [8, T], out-of-range picks repaired
+    over the whole track (the repair counts codes across chunks, as the reference does)."""
+    return tokens.repair_codes(tokens.ids_to_codes(np.concatenate(list(chunk_ids), 1)))
 
 
 def _reporter(
