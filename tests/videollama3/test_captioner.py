@@ -136,12 +136,12 @@ def test_vocabulary_is_clean():
 
 
 def test_the_static_cache_gives_the_dynamic_caches_answers(weights, captioner):
-    # On a GPU the answer is decoded on a static cache (compiled there); here, in fp32 and not
-    # compiled, both caches must give the same tokens, in a batch of ragged prompts too.
+    # $V2BGM_CAPTIONER_CACHE=static decodes on a static cache (compiled on a GPU); here, in fp32
+    # and not compiled, both caches must give the same tokens, in a batch of ragged prompts too.
     static = VideoCaptioner.from_pretrained(weights)
     static.cache = "static"
     requests = [random_request(seed) for seed in (3, 4, 5)]
-    assert captioner.cache == "dynamic"  # the CPU's default
+    assert captioner.cache == "dynamic"  # the default
     assert static.describe_batch(requests) == captioner.describe_batch(requests)
     assert static.describe(requests[0].frames, requests[0].fps) == captioner.describe(
         requests[0].frames, requests[0].fps

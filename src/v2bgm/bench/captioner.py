@@ -84,7 +84,8 @@ def decoder_floor(captioner: VideoCaptioner, short: int = 16, long: int = 144) -
         sync("cuda")
         return time.perf_counter() - start
 
-    seconds(short)  # warm-up
+    seconds(short)  # warm-up, at both lengths (a first long run was 2.7-3.7x slower per step)
+    seconds(long)
     step = (seconds(long) - seconds(short)) / (long - short) * 1000
     plain = nbytes / bandwidth * 1000
     return {

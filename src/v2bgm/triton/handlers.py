@@ -59,7 +59,7 @@ class CaptionerHandler:
     @classmethod
     def load(cls, weights: Path, device: str, params: Params) -> CaptionerHandler:
         captioner = VideoCaptioner.from_pretrained(weights, device)
-        captioner.warm_up()  # on a GPU: compiles the decoding step before the first request
+        captioner.warm_up()  # a static cache: compiles the decoding step before the first request
         return cls(captioner)
 
     def batch(self, requests: list[Tensors]) -> list[tuple[Result, dict[str, StageStats]]]:

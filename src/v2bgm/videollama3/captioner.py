@@ -6,12 +6,15 @@ follows its own grammar. A batch holding more frames than `MAX_FRAMES_PER_FORWAR
 into several calls, one after the other: activations grow with the visual tokens, and the
 captioner shares its GPU with YuE.
 
-On a GPU the answer is decoded on a static cache (`cache_implementation="static"`), with which
-`generate` compiles the decoding step (torch.compile, CUDA graphs): a batch-1 step of
-VideoLLaMA3-7B on an H200 takes 7.6 ms instead of 19.6 ms, and a 30-s video's captioning 1.1 s
-instead of 2.1-2.4 s (docs/speed.md). The compilation takes ~30 s at its first call, so
-`warm_up` makes it before the first request. The CPU keeps the dynamic cache (nothing is
-compiled there; the tests check that both caches give the same answer).
+With `cache="static"` ($V2BGM_CAPTIONER_CACHE=static, GPU only in effect) the answer is decoded
+on a static cache (`cache_implementation="static"`), with which `generate` compiles the decoding
+step (torch.compile, CUDA graphs): in an experiment on an H200 a batch-1 step of VideoLLaMA3-7B
+took 7.6 ms instead of 19.6 ms, and a 30-s video's captioning 1.05-1.19 s instead of 2.1-2.4 s
+(docs/speed.md). The compilation takes ~30 s at its first call, so `warm_up` makes it before
+the first request. It is not the default: the served benchmark with it on did not finish in
+its time (its cause unmeasured; a compilation for each new batch shape is the suspect), so the
+dynamic cache stays until that run is made. The tests check that both caches give the same
+answer.
 """
 
 from __future__ import annotations
@@ -36,7 +39,7 @@ from v2bgm.videollama3.constrained import CAPTION, LYRICS, GrammarLogitsProcesso
 # 4 x 180; next to the composer (~41 GiB with 16 slots) the latter overflows an 80 GB card.
 MAX_FRAMES_PER_FORWARD = 360
 CACHES = ("dynamic", "static")  # `generate`'s KV cache: "static" compiles the decoding step
-CACHE_ENV = "V2BGM_CAPTIONER_CACHE"  # overrides the default: "static" on a GPU, else "dynamic"
+CACHE_ENV = "V2BGM_CAPTIONER_CACHE"  # "static": opt in (see above); default "dynamic"
 # Warm-up: batch 1, then a second size (torch.compile then makes the batch dimension dynamic,
 # so the dynamic batcher's other sizes compile nothing more), a few frames each.
 WARM_UP_BATCHES = (1, 2)
@@ -82,14 +85,12 @@ class VideoCaptioner:
         max_frames_per_forward: int = MAX_FRAMES_PER_FORWARD,
         cache: str | None = None,
     ) -> None:
-        """`cache`: one of CACHES (default: $V2BGM_CAPTIONER_CACHE, else "static" on a GPU and
-        "dynamic" elsewhere)."""
+        """`cache`: one of CACHES (default: $V2BGM_CAPTIONER_CACHE, else "dynamic")."""
         self.model = model
         self.processor = processor
         self.max_frames_per_forward = max_frames_per_forward
         self.processor.tokenizer.padding_side = "left"  # rows end together for generation
-        default = "static" if model.device.type == "cuda" else "dynamic"
-        self.cache = cache or os.environ.get(CACHE_ENV, "").strip() or default
+        self.cache = cache or os.environ.get(CACHE_ENV, "").strip() or "dynamic"
         if self.cache not in CACHES:
             caches = ", ".join(CACHES)
             raise ValueError(f"captioner cache must be one of {caches}, got {self.cache!r}")
