@@ -7,6 +7,7 @@ testable without a server; `infer` is the only function that talks to one.
 from __future__ import annotations
 
 import itertools
+import json
 import random
 import time
 from collections.abc import Mapping
@@ -71,6 +72,7 @@ class Response:
     lyrics: str  # empty: instrumental
     audio: np.ndarray  # float32 [N], mono, in [-1, 1]
     sample_rate: int
+    sections: list[dict] = field(default_factory=list)  # the plan the music follows
 
 
 @dataclass(frozen=True)
@@ -177,7 +179,14 @@ def parse_response(outputs: Mapping[str, np.ndarray | None]) -> Response:
     rate = int(arrays[contract.SAMPLE_RATE.name][0])
     if not 0 < rate <= _MAX_SAMPLE_RATE:
         raise ServerError(f"malformed server response: {contract.SAMPLE_RATE.name} is {rate}")
+    try:
+        sections = json.loads(_text(arrays[contract.SECTIONS.name][0]))
+    except ValueError:
+        raise ServerError(
+            f"malformed server response: {contract.SECTIONS.name} is not JSON"
+        ) from None
     return Response(
+        sections=sections,
         caption=_text(arrays[contract.CAPTION.name][0]),
         tags=_text(arrays[contract.TAGS.name][0]),
         lyrics=_text(arrays[contract.LYRICS.name][0]),

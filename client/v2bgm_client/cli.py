@@ -30,6 +30,23 @@ from .soundtrack import SoundtrackResult, make_soundtrack
 PROG = "v2bgm"
 
 
+def _cuts(value: str) -> tuple[float, ...]:
+    """--cuts: "none", or seconds separated by commas."""
+    if value.strip().lower() == "none":
+        return ()
+    try:
+        cuts = tuple(float(part) for part in value.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"not 'none' nor seconds separated by commas: {value!r}"
+        ) from None
+    try:
+        contract.check_cuts(list(cuts), contract.MAX_DURATION_S)
+    except contract.InvalidInput as exc:
+        raise argparse.ArgumentTypeError(str(exc).replace("CUTS_S", "the cuts")) from None
+    return cuts
+
+
 def _positive(text: str) -> float:
     try:
         value = float(text)
@@ -129,6 +146,14 @@ def parser() -> argparse.ArgumentParser:
         f"services play; true peak at most {audio.TRUE_PEAK_CEILING_DBTP:g} dBTP)",
     )
     p.add_argument(
+        "--cuts",
+        type=_cuts,
+        default=(),
+        metavar="none|T1,T2,...",
+        help="the picture's cuts in seconds, where the music's sections change (default none: "
+        "the music's own form, ending with an outro)",
+    )
+    p.add_argument(
         "--sample-rate",
         type=int,
         choices=mux.SAMPLE_RATES,
@@ -223,6 +248,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         lufs=args.lufs,
         keep_audio=args.keep_audio,
         sample_rate=args.sample_rate,
+        cuts_s=args.cuts,
     )
     try:
         if tls is not None:

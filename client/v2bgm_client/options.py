@@ -24,6 +24,7 @@ class SoundtrackOptions:
     lufs: float = audio.DEFAULT_LUFS  # integrated loudness of the output track
     keep_audio: str | None = None  # also write the music alone: "flac" or "wav"
     sample_rate: int = mux.AUDIO_RATE  # of the output's (stereo) music track: mux.SAMPLE_RATES
+    cuts_s: tuple[float, ...] = ()  # the picture's cuts (seconds): sections change there
 
     def check(self) -> None:
         """Raise `interface.InvalidInput` naming the option and its allowed range."""
@@ -45,6 +46,8 @@ class SoundtrackOptions:
                 f"loudness target must be in [{audio.MIN_LUFS:g}, {audio.MAX_LUFS:g}] LUFS, "
                 f"got {self.lufs:g}"
             )
+        if len(self.cuts_s) > contract.MAX_CUTS:
+            contract.check_cuts(list(self.cuts_s), contract.MAX_DURATION_S)  # names the limit
         if self.sample_rate not in mux.SAMPLE_RATES:
             rates = " or ".join(str(r) for r in mux.SAMPLE_RATES)
             raise contract.InvalidInput(f"sample rate must be {rates} Hz, got {self.sample_rate}")

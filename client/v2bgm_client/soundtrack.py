@@ -115,6 +115,7 @@ class Output:
     audio_path: Path | None  # the music alone (--keep-audio)
     loudness_lufs: float  # of the track as muxed (before the audio codec)
     mux: MuxReport
+    sections: list[dict] = field(default_factory=list)  # the plan this music follows
 
 
 @dataclass(frozen=True)
@@ -131,6 +132,7 @@ class SoundtrackResult:
     target_lufs: float
     outputs: list[Output]
     timings: dict[str, float]  # seconds: read_video, captioning, stage1, ..., server, write, total
+    cuts_s: list[float] = field(default_factory=list)  # the picture's cuts the music follows
 
     @property
     def output_path(self) -> Path:
@@ -153,6 +155,7 @@ class SoundtrackResult:
                 "audio_channels": o.mux.channels,
                 "reencoded": o.mux.reencoded,
                 "note": o.mux.note,
+                "sections": o.sections,
             }
             for o in self.outputs
         ]
@@ -193,6 +196,7 @@ def finish(
                 kept,
                 audio.loudness(track, rate),
                 report,
+                list(composed.sections),
             )
         )
     server = collected.done.timings
@@ -217,6 +221,7 @@ def finish(
         target_lufs=options.lufs,
         outputs=outputs,
         timings=timings,
+        cuts_s=list(collected.started.cuts_s),
     )
 
 

@@ -52,6 +52,9 @@ def build_stream_request(
         values[contract.HINT.name] = [options.hint.encode("utf-8")]
     if options.tags:
         values[contract.FIXED_TAGS.name] = [t.encode("utf-8") for t in options.tags]
+    if options.cuts_s:
+        music_s = duration if duration is not None else contract.MAX_DURATION_S
+        values[contract.CUTS_S.name] = contract.check_cuts(list(options.cuts_s), music_s)
     return {
         spec.name: np.ascontiguousarray(values[spec.name], dtype=spec.numpy_dtype)[None]
         for spec in contract.STREAM.inputs

@@ -2,13 +2,15 @@
 
 Each response carries one JSON object in its EVENT tensor: `{"type": ..., <fields>}`. In order:
 
-- `started` once: the options the server settled on (the seed it drew when none was sent).
+- `started` once: the options the server settled on (the seed it drew when none was sent, the
+  cuts it will follow).
 - `caption` once: the caption, YuE tags and lyrics, as soon as the captioner has them.
 - `progress` many, per candidate: the composer's stage (`queued` until it starts,
   then `stage1`, `stage2`, `decode`), the fraction of that stage done, the seconds of music that
   stage has covered, the seconds since the request started and an estimate of the seconds
   left for the whole request (None until there is a basis for one).
-- `audio` once per candidate: the AUDIO and SAMPLE_RATE tensors of the same response hold it.
+- `audio` once per candidate: the AUDIO and SAMPLE_RATE tensors of the same response hold it;
+  `sections` is the plan the music follows (`[{"label", "start_s", "end_s"}]`).
 - `done` last (the response with Triton's final flag): seconds per stage, summed over candidates.
 
 A failure ends the stream with an `error` event (a gRPC status name from `STATUS_CODES` and the
@@ -20,7 +22,7 @@ Used by the server to write events and by the client to read them; numpy and jso
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import MISSING, asdict, dataclass, field, fields
 from typing import Any
 
 import numpy as np
@@ -39,6 +41,7 @@ class Started:
     seed: int  # candidate i uses seed + i (wrapping within the interface's seed range)
     candidates: int
     duration_s: float  # of music per candidate
+    cuts_s: list[float] = field(default_factory=list)  # the picture's cuts, as sent
 
 
 @dataclass(frozen=True)
@@ -67,6 +70,7 @@ class Composed:
     audio_s: float
     timings: dict[str, float]  # this candidate's seconds per composer stage
     audio: np.ndarray | None = field(default=None, compare=False)  # from the AUDIO tensor
+    sections: list[dict[str, Any]] = field(default_factory=list)  # {"label", "start_s", "end_s"}
 
 
 @dataclass(frozen=True)
@@ -130,7 +134,10 @@ def decode(data: bytes | str, audio: np.ndarray | None = None) -> Event:
     except (ValueError, KeyError, TypeError, AttributeError) as exc:
         raise ValueError(f"not a stream event: {str(data)[:200]!r} ({exc})") from None
     names = {f.name for f in fields(cls)} - set(_NOT_IN_JSON)
-    missing = names - set(body)
+    required = {
+        f.name for f in fields(cls) if f.default is MISSING and f.default_factory is MISSING
+    }
+    missing = required - set(_NOT_IN_JSON) - set(body)  # older servers leave out newer fields
     if missing:
         raise ValueError(f"{_TYPE_NAMES[cls]} event lacks {sorted(missing)}")
     kwargs = {k: v for k, v in body.items() if k in names}  # newer servers may add fields

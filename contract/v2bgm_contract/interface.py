@@ -30,6 +30,7 @@ MAX_TAGS_BYTES = 1024
 MAX_LYRICS_BYTES = 16384
 MAX_HINT_BYTES = 512
 MAX_FIXED_TAGS = 5  # one per YuE tag family at most
+MAX_CUTS = 64  # edit points a request may carry (CUTS_S)
 # Requests the captioner's dynamic batcher may put in one forward. Measured on an H200 with
 # VideoLLaMA3-7B's shapes (docs/speed.md): batch 4 cuts the time per video 2.5-3.2x against
 # batch 1 and peaks at 39.5 GiB with four 180-s videos; batch 8 would need ~75 GiB for those.
@@ -90,6 +91,10 @@ VOCALS = TensorSpec("VOCALS", "BOOL", (1,), optional=True)
 HINT = TensorSpec("HINT", "BYTES", (1,), optional=True)
 FIXED_TAGS = TensorSpec("FIXED_TAGS", "BYTES", (-1,), optional=True)  # one YuE tag each
 MUSIC_DURATION_S = TensorSpec("DURATION_S", "FP32", (1,), optional=True)  # lyrics length
+# The picture's cuts, seconds from its start (sorted, within the music): sections change there.
+CUTS_S = TensorSpec("CUTS_S", "FP32", (-1,), optional=True)
+# The section plan the music follows, JSON: [{"label": "[verse]", "start_s": 0, "end_s": 9.5}]
+SECTIONS = TensorSpec("SECTIONS", "BYTES", (1,))
 
 
 @dataclass(frozen=True)
@@ -111,14 +116,14 @@ CAPTIONER = ModelSpec(
 )
 COMPOSER = ModelSpec(
     COMPOSER_MODEL,
-    inputs=(TAGS, LYRICS, DURATION_S, SEED),
-    outputs=(AUDIO, SAMPLE_RATE, STEMS, TIMINGS),
+    inputs=(TAGS, LYRICS, DURATION_S, SEED, CUTS_S),
+    outputs=(AUDIO, SAMPLE_RATE, STEMS, TIMINGS, SECTIONS),
     max_batch_size=CAPTIONER_MAX_BATCH,  # an ensemble's batch size bounds its steps'
 )
 PIPELINE = ModelSpec(
     PIPELINE_MODEL,
-    inputs=(FRAMES, FPS, DURATION_S, SEED, VOCALS, HINT, FIXED_TAGS),
-    outputs=(CAPTION, TAGS, LYRICS, AUDIO, SAMPLE_RATE),
+    inputs=(FRAMES, FPS, DURATION_S, SEED, VOCALS, HINT, FIXED_TAGS, CUTS_S),
+    outputs=(CAPTION, TAGS, LYRICS, AUDIO, SAMPLE_RATE, SECTIONS),
     max_batch_size=CAPTIONER_MAX_BATCH,
 )
 MODELS: dict[str, ModelSpec] = {m.name: m for m in (CAPTIONER, COMPOSER, PIPELINE)}
@@ -132,7 +137,7 @@ TARGET_DURATION_S = TensorSpec("DURATION_S", "FP32", (1,), optional=True)  # def
 EVENT = TensorSpec("EVENT", "BYTES", (1,))
 STREAM = ModelSpec(
     STREAM_MODEL,
-    inputs=(FRAMES, FPS, TARGET_DURATION_S, SEED, VOCALS, HINT, FIXED_TAGS, CANDIDATES),
+    inputs=(FRAMES, FPS, TARGET_DURATION_S, SEED, VOCALS, HINT, FIXED_TAGS, CANDIDATES, CUTS_S),
     outputs=(EVENT, AUDIO, SAMPLE_RATE),
     max_batch_size=CAPTIONER_MAX_BATCH,
 )
@@ -172,6 +177,24 @@ def check_duration(duration_s: float) -> None:
             f"{DURATION_S.name} must be in [{MIN_DURATION_S}, {MAX_DURATION_S}] seconds, "
             f"got {duration_s}"
         )
+
+
+def check_cuts(cuts_s: np.ndarray | list[float], duration_s: float) -> list[float]:
+    """The cuts as a list, or InvalidInput naming the rule they break: at most MAX_CUTS finite
+    times, strictly increasing, each after 0 and before `duration_s`."""
+    cuts = np.asarray(cuts_s, dtype=np.float64).reshape(-1)
+    if len(cuts) > MAX_CUTS:
+        raise InvalidInput(f"{CUTS_S.name} holds {len(cuts)} cuts, more than {MAX_CUTS}")
+    if not np.all(np.isfinite(cuts)):
+        raise InvalidInput(f"{CUTS_S.name} holds NaN or infinite times")
+    if len(cuts) and (cuts[0] <= 0 or cuts[-1] >= duration_s):
+        raise InvalidInput(
+            f"{CUTS_S.name} must lie strictly between 0 and the duration {duration_s:g} s, "
+            f"got {cuts[0]:g} ... {cuts[-1]:g}"
+        )
+    if np.any(np.diff(cuts) <= 0):
+        raise InvalidInput(f"{CUTS_S.name} must be sorted in increasing order, without repeats")
+    return [float(c) for c in cuts]
 
 
 def check_fixed_tags(tags: list[str]) -> None:

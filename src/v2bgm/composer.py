@@ -19,6 +19,8 @@ from typing import Protocol
 
 import numpy as np
 
+from v2bgm.plan import Section
+
 
 @dataclass(frozen=True)
 class MusicRequest:
@@ -26,6 +28,7 @@ class MusicRequest:
     duration_s: float
     lyrics: str = ""  # empty: instrumental
     seed: int = 0
+    cuts_s: tuple[float, ...] = ()  # the picture's cuts (v2bgm_contract.interface.check_cuts)
 
 
 @dataclass(frozen=True)
@@ -42,6 +45,7 @@ class Music:
     sample_rate: int
     stems: dict[str, np.ndarray] = field(default_factory=dict)
     stats: dict[str, StageStats] = field(default_factory=dict)  # stage name -> cost, in order
+    sections: list[Section] = field(default_factory=list)  # the plan the music follows
 
 
 # progress(stage, fraction_done): called between steps; may raise to cancel the request.

@@ -18,6 +18,7 @@ from v2bgm_client.video import sample_frames
 from v2bgm_contract import interface as contract
 
 FRAMES = np.zeros((3, 182, 322, 3), np.uint8)
+SECTIONS_JSON = b'[{"label": "[verse]", "start_s": 0.0, "end_s": 0.6}]'
 
 
 def _response(**overrides: object) -> dict[str, object]:
@@ -28,6 +29,7 @@ def _response(**overrides: object) -> dict[str, object]:
         contract.LYRICS.name: np.array([b""], dtype=np.object_),
         contract.AUDIO.name: np.linspace(-1, 1, 44_100, dtype=np.float32),
         contract.SAMPLE_RATE.name: np.array([44_100], np.int32),
+        contract.SECTIONS.name: np.array([SECTIONS_JSON], dtype=np.object_),
     }
     outputs.update(overrides)
     return {k: None if v is None else np.asarray(v)[None] for k, v in outputs.items()}
@@ -113,6 +115,7 @@ def test_parse_response():
     assert response.tags == "playful piano upbeat"
     assert response.audio.dtype == np.float32 and response.audio.shape == (44_100,)
     assert response.sample_rate == 44_100
+    assert response.sections == [{"label": "[verse]", "start_s": 0.0, "end_s": 0.6}]
 
 
 @pytest.mark.parametrize(
@@ -123,6 +126,7 @@ def test_parse_response():
         ({contract.AUDIO.name: np.zeros((2, 10), np.float32)}, "AUDIO must have shape"),
         ({contract.AUDIO.name: np.array([0.0, np.nan], np.float32)}, "NaN"),
         ({contract.SAMPLE_RATE.name: np.array([0], np.int32)}, "SAMPLE_RATE is 0"),
+        ({contract.SECTIONS.name: np.array([b"[{"], dtype=np.object_)}, "SECTIONS is not"),
         ({contract.SAMPLE_RATE.name: np.array([44_100], np.int64)}, "SAMPLE_RATE is int64"),
         ({contract.TAGS.name: np.array([b"a", b"b"], np.object_)}, "TAGS must have shape"),
         ({contract.CAPTION.name: np.array([3], np.object_)}, "text output"),

@@ -19,7 +19,9 @@ FRAMES = np.zeros((3, 32, 48, 3), np.uint8)
 
 
 def test_request_follows_the_interface():
-    options = SoundtrackOptions(seed=9, candidates=2, vocals=True, hint="calm", tags=("jazz",))
+    options = SoundtrackOptions(
+        seed=9, candidates=2, vocals=True, hint="calm", tags=("jazz",), cuts_s=(0.5, 1.25)
+    )
     request = build_stream_request(FRAMES, 1.0, options, duration_s=2.5)
     specs = {spec.name: spec for spec in contract.STREAM.inputs}
     assert set(request) == set(specs)  # every input, optional ones included
@@ -28,6 +30,7 @@ def test_request_follows_the_interface():
     assert request["DURATION_S"][0, 0] == pytest.approx(2.5)
     assert request["CANDIDATES"][0, 0] == 2 and request["SEED"][0, 0] == 9
     assert request["FIXED_TAGS"][0].tolist() == [b"jazz"] and request["HINT"][0, 0] == b"calm"
+    assert request["CUTS_S"][0].tolist() == [0.5, 1.25]
 
 
 def test_request_defaults_leave_seed_to_the_server_and_duration_to_the_option():
@@ -50,6 +53,11 @@ def test_request_defaults_leave_seed_to_the_server_and_duration_to_the_option():
         (SoundtrackOptions(lufs=float("nan")), "loudness target"),
         (SoundtrackOptions(keep_audio="mp3"), "keep-audio format must be one of flac, wav"),
         (SoundtrackOptions(sample_rate=32_000), "sample rate must be 44100 or 48000 Hz, got 32000"),
+        (
+            SoundtrackOptions(cuts_s=(1.0, 3.0)),
+            "CUTS_S must lie strictly between 0 and the duration 2",
+        ),
+        (SoundtrackOptions(cuts_s=(1.5, 0.5)), "CUTS_S must be sorted"),
         (SoundtrackOptions(hint="x" * 600), "HINT is 600 bytes"),
         (SoundtrackOptions(tags=("a",) * 6), "FIXED_TAGS holds 6 tags"),
     ],

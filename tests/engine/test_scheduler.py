@@ -112,6 +112,28 @@ def test_stage2_starts_before_stage1_ends_and_the_music_is_unchanged(composer):
     assert music.stats["stage2"].tokens == alone.stats["stage2"].tokens == 850 * 7
 
 
+def test_background_music_follows_the_plan_sections_on_the_cuts(composer):
+    # 12 s with a cut at 5.0 s (and one at 5.9 s, too close to carry a section): stage 1 makes
+    # a [verse] of exactly 250 frames and an [outro] of 350, the music says so, and it fades
+    # out over half the outro (no click guard of 50 ms).
+    request = MusicRequest("pop piano", 12.0, seed=3, cuts_s=(5.0, 5.9))
+    music = composer.compose(request)
+    assert [(s.label, s.start_s, s.end_s) for s in music.sections] == [
+        ("[verse]", 0.0, 5.0),
+        ("[outro]", 5.0, 12.0),
+    ]
+    rate = music.sample_rate
+    fade = np.abs(music.audio[-round(3.5 * rate) :])
+    assert len(music.audio) == 12 * rate and music.audio[-1] == 0.0
+    head, tail = fade[: rate // 2].max(), fade[-rate // 2 :].max()
+    assert tail < 0.3 * head  # still fading well before the last 50 ms
+    plain = composer.compose(MusicRequest("pop piano", 12.0, seed=3))
+    assert [s.label for s in plain.sections] == ["[verse]", "[outro]"]  # no cuts: 8 s + 4 s
+    assert (plain.sections[0].end_s, plain.sections[1].end_s) == (8.0, 12.0)
+    lyrics = composer.compose(MusicRequest("pop", 4.0, "[verse]\nla la\n[chorus]\noh", seed=1))
+    assert lyrics.sections[0].label == "[verse]" and lyrics.sections[-1].end_s == 4.0
+
+
 def test_beyond_slots_and_line_is_refused_at_once(composer):
     meter = Recorder()
     scheduler = YuEScheduler(composer, max_waiting=0)

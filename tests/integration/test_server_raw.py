@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import time
 
 import numpy as np
@@ -136,6 +137,46 @@ def test_ensemble_chains_captioner_and_composer(client):
     assert result.as_numpy("AUDIO").shape == (1, round(1.5 * rate))
     assert result.as_numpy("TAGS")[0, 0].decode().strip()
     assert result.as_numpy("CAPTION")[0, 0].decode().strip()
+
+
+def test_ensemble_follows_the_cuts_a_service_sends(client):
+    # A backend service that knows its edit points sends them: the music's sections change
+    # there (cuts too close to carry a section are merged) and the plan comes back.
+    inputs = [
+        tensor("FRAMES", frames(4)),
+        tensor("FPS", np.array([1.0], np.float32)),
+        tensor("DURATION_S", np.array([12.0], np.float32)),
+        tensor("SEED", np.array([1], np.int64)),
+        tensor("CUTS_S", np.array([4.5, 6.0], np.float32)),
+    ]
+    result = client.infer(contract.PIPELINE_MODEL, inputs)
+    sections = json.loads(result.as_numpy("SECTIONS")[0, 0])
+    assert sections == [
+        {"label": "[verse]", "start_s": 0.0, "end_s": 4.5},
+        {"label": "[outro]", "start_s": 4.5, "end_s": 12.0},
+    ]
+    rate = int(result.as_numpy("SAMPLE_RATE")[0, 0])
+    assert result.as_numpy("AUDIO").shape == (1, 12 * rate)
+
+
+@pytest.mark.parametrize(
+    ("cuts", "needle"),
+    [
+        ([3.0, 2.0], "sorted"),
+        ([-1.0], "strictly between 0 and the duration 5 s"),
+        ([6.0], "strictly between 0 and the duration 5 s"),
+        ([float("nan")], "NaN"),
+        (list(np.linspace(0.05, 4.9, contract.MAX_CUTS + 1)), "more than 64"),
+    ],
+    ids=["unsorted", "negative", "past-the-end", "nan", "too-many"],
+)
+def test_bad_cuts_are_rejected_naming_the_tensor_and_the_rule(client, cuts, needle):
+    inputs = [
+        tensor("TAGS", text("pop")),
+        tensor("DURATION_S", np.array([5.0], np.float32)),
+        tensor("CUTS_S", np.array(cuts, np.float32)),
+    ]
+    assert_invalid(client, contract.COMPOSER_MODEL, inputs, "CUTS_S", needle)
 
 
 def test_wrong_dtype_is_rejected_naming_the_tensor(client):

@@ -98,6 +98,25 @@ def test_duck_quiet_default_loudness(tmp_path, grpc_url):
     assert videos.audio_duration(out) == pytest.approx(videos.video_duration(src), abs=0.03)
 
 
+def test_cuts_given_make_the_sections_and_the_json_reports_them(tmp_path, grpc_url):
+    src = videos.make_video(tmp_path / "cuts.mp4", seconds=10)
+    out = tmp_path / "cut.mp4"
+    done = run_cli(str(src), "-o", str(out), "--cuts", "4.5,5.5", "--json", "--url", grpc_url)
+    assert done.returncode == 0, done.stderr
+    report = json.loads(done.stdout)
+    assert report["cuts_s"] == [4.5, 5.5]  # as given; 5.5 is too close to carry a section
+    (output,) = report["outputs"]
+    assert output["sections"] == [
+        {"label": "[verse]", "start_s": 0.0, "end_s": 4.5},
+        {"label": "[outro]", "start_s": 4.5, "end_s": 10.0},
+    ]
+    samples, rate = decoded_audio(out)
+    assert (samples.shape[1], rate) == (2, 48_000)
+    assert videos.audio_duration(out) == pytest.approx(videos.video_duration(src), abs=0.05)
+    bad = run_cli(str(src), "-o", str(tmp_path / "bad.mp4"), "--cuts", "12", "--url", grpc_url)
+    assert bad.returncode != 0 and "CUTS_S" in bad.stderr and "10 s" in bad.stderr
+
+
 def test_batch_over_a_folder_then_resumed(tmp_path, grpc_url):
     folder = tmp_path / "in"
     folder.mkdir()

@@ -105,7 +105,9 @@ def test_events_arrive_in_order_with_their_content(stream):
     assert set(kinds[audio_at[0] + 1 : audio_at[1]]) == {"progress"}
 
     started, caption = got[0][0], got[1][0]
-    assert started == {"type": "started", "seed": 41, "candidates": 2, "duration_s": MUSIC_S}
+    assert started == {
+        "type": "started", "seed": 41, "candidates": 2, "duration_s": MUSIC_S, "cuts_s": []
+    }  # fmt: skip
     assert caption["caption"].strip() and caption["tags"].strip() and caption["lyrics"] == ""
 
     for candidate, index in enumerate(audio_at):
@@ -117,6 +119,7 @@ def test_events_arrive_in_order_with_their_content(stream):
         )
         assert np.abs(audio).max() > 0 and event["audio_s"] == pytest.approx(MUSIC_S)
         assert set(event["timings"]) == {"stage1", "stage2", "decode"}
+        assert event["sections"] == [{"label": "[verse]", "start_s": 0.0, "end_s": MUSIC_S}]
     first, second = got[audio_at[0]][1], got[audio_at[1]][1]
     assert not np.array_equal(first, second)  # two candidates, two soundtracks
 

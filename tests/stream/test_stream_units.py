@@ -34,6 +34,12 @@ def test_defaults_duration_from_the_video_seed_drawn_one_candidate():
     assert half_rate.duration_s == 8.0  # 4 frames, one every 2 s
 
 
+def test_cuts_within_the_music_are_kept():
+    job = stream_job.parse(inputs(CUTS_S=np.array([[1.5, 2.5]], np.float32)))
+    assert job.cuts_s == (1.5, 2.5)
+    assert stream_job.parse(inputs()).cuts_s == ()
+
+
 def test_candidate_seeds_follow_and_wrap():
     job = stream_job.parse(inputs(SEED=np.array([[contract.SEED_MAX]], np.int64)))
     assert [job.seed_of(i) for i in range(3)] == [
@@ -54,6 +60,8 @@ def test_candidate_seeds_follow_and_wrap():
         ({"FIXED_TAGS": np.array([[b"jaz"]], np.object_)}, "jazz"),  # near matches
         ({"FPS": np.array([[0.0]], np.float32)}, "FPS must be in"),
         ({"FRAMES": np.zeros((2, 4, 32, 48, 3), np.uint8)}, "batch dimension of 1"),
+        ({"CUTS_S": np.array([[4.0]], np.float32)}, "CUTS_S must lie strictly between 0 and"),
+        ({"CUTS_S": np.array([[2.0, 1.0]], np.float32)}, "CUTS_S must be sorted"),
     ],
 )
 def test_bad_requests_are_named(extra, message):

@@ -30,7 +30,16 @@ from v2bgm.composer import (
     StageStats,
 )
 from v2bgm.tags import UnknownTag
-from v2bgm.triton.rows import bytes_column, required, scalar, single_row, split_rows, text, texts
+from v2bgm.triton.rows import (
+    bytes_column,
+    required,
+    scalar,
+    single_row,
+    split_rows,
+    text,
+    texts,
+    vector,
+)
 from v2bgm.videollama3.captioner import CaptionRequest, Description, VideoCaptioner
 
 Tensors = dict[str, np.ndarray]
@@ -120,6 +129,16 @@ class CaptionerHandler:
         pass
 
 
+def sections_json(music: Music) -> str:
+    """SECTIONS: the plan the music follows, times in seconds to the millisecond."""
+    return json.dumps(
+        [
+            {"label": s.label, "start_s": round(s.start_s, 3), "end_s": round(s.end_s, 3)}
+            for s in music.sections
+        ]
+    )
+
+
 def composer_slots(params: Params, environ: Mapping[str, str] = os.environ) -> int:
     """The composer's slots: $V2BGM_COMPOSER_SLOTS, else the config's `slots`, else 16."""
     given = environ.get(SLOTS_ENV, "").strip()
@@ -198,6 +217,7 @@ class ComposerHandler:
             contract.SAMPLE_RATE.name: np.array([[music.sample_rate]], dtype=np.int32),
             contract.STEMS.name: stems.astype(np.float32)[None],
             contract.TIMINGS.name: bytes_column([json.dumps(timings)]),
+            contract.SECTIONS.name: bytes_column([sections_json(music)]),
         }
 
     @staticmethod
@@ -211,4 +231,6 @@ class ComposerHandler:
         seed_value = scalar(row, contract.SEED)
         seed = 0 if seed_value is None else int(seed_value)
         contract.check_seed(seed)
-        return MusicRequest(tags=tags, lyrics=lyrics, duration_s=duration, seed=seed)
+        cuts = vector(row, contract.CUTS_S)
+        cuts_s = tuple(contract.check_cuts(cuts, duration)) if cuts is not None else ()
+        return MusicRequest(tags=tags, lyrics=lyrics, duration_s=duration, seed=seed, cuts_s=cuts_s)

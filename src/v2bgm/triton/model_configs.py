@@ -71,8 +71,9 @@ PIPELINE_STEPS = (
                      "DURATION_S": "DURATION_S", "HINT": "HINT", "FIXED_TAGS": "FIXED_TAGS"},
      {"CAPTION": "CAPTION", "TAGS": "TAGS", "LYRICS": "LYRICS"}),
     (contract.COMPOSER,
-     {"TAGS": "TAGS", "LYRICS": "LYRICS", "DURATION_S": "DURATION_S", "SEED": "SEED"},
-     {"AUDIO": "AUDIO", "SAMPLE_RATE": "SAMPLE_RATE"}),
+     {"TAGS": "TAGS", "LYRICS": "LYRICS", "DURATION_S": "DURATION_S", "SEED": "SEED",
+      "CUTS_S": "CUTS_S"},
+     {"AUDIO": "AUDIO", "SAMPLE_RATE": "SAMPLE_RATE", "SECTIONS": "SECTIONS"}),
 )  # fmt: skip
 
 

@@ -75,6 +75,15 @@ def texts(row: Tensors, spec: contract.TensorSpec, limit: int) -> list[str]:
     return [v for v in values if v.strip()]
 
 
+def vector(row: Tensors, spec: contract.TensorSpec) -> np.ndarray | None:
+    """A [K] input as a 1-D array, or None when an optional input is absent."""
+    if spec.name not in row:
+        if spec.optional:
+            return None
+        raise contract.InvalidInput(f"missing input {spec.name}")
+    return np.asarray(row[spec.name]).reshape(-1)
+
+
 def bytes_column(values: list[str]) -> np.ndarray:
     """Strings -> a BYTES tensor [B, 1]."""
     return np.array([[v.encode("utf-8")] for v in values], dtype=np.object_)

@@ -181,7 +181,7 @@ class StreamModel:
             if tensor is not None:
                 inputs[spec.name] = tensor.as_numpy()
         job = stream_job.parse(inputs)
-        stream.send(events.Started(job.seed, job.candidates, job.duration_s))
+        stream.send(events.Started(job.seed, job.candidates, job.duration_s, list(job.cuts_s)))
         clock = time.monotonic()
         caption, tags, lyrics = await self.caption(job, stream)
         timings = {CAPTIONING: time.monotonic() - clock}
@@ -189,11 +189,14 @@ class StreamModel:
             raise Cancelled("the caller cancelled the request")
         stream.send(events.Captioned(caption, tags, lyrics, timings[CAPTIONING]))
         for candidate in range(job.candidates):
-            audio, rate, stages_s = await self.compose(job, candidate, tags, lyrics, stream)
+            audio, rate, stages_s, sections = await self.compose(
+                job, candidate, tags, lyrics, stream
+            )
             for stage, seconds in stages_s.items():
                 timings[stage] = timings.get(stage, 0.0) + seconds
+            seed = job.seed_of(candidate)
             composed = events.Composed(
-                candidate, job.seed_of(candidate), rate, len(audio) / rate, stages_s, audio
+                candidate, seed, rate, len(audio) / rate, stages_s, audio, sections
             )
             stream.send(composed)
         stream.send(events.Done({**timings, "total": stream.elapsed_s()}), final=True)
@@ -228,8 +231,9 @@ class StreamModel:
 
     async def compose(
         self, job: stream_job.StreamJob, candidate: int, tags: str, lyrics: str, stream: Stream
-    ) -> tuple[np.ndarray, int, dict[str, float]]:
-        """One candidate; progress forwarded every POLL_S until the composer answers."""
+    ) -> tuple[np.ndarray, int, dict[str, float], list[dict[str, Any]]]:
+        """One candidate (audio, rate, seconds per stage, sections); progress forwarded every
+        POLL_S until the composer answers."""
         channel = ProgressChannel.create()
         inputs = [
             _tensor(contract.TAGS, [tags.encode("utf-8")]),
@@ -237,12 +241,15 @@ class StreamModel:
             _tensor(contract.DURATION_S, [job.duration_s]),
             _tensor(contract.SEED, [job.seed_of(candidate)]),
         ]
+        if job.cuts_s:
+            inputs.append(_tensor(contract.CUTS_S, list(job.cuts_s)))
         bls = pb_utils.InferenceRequest(
             model_name=contract.COMPOSER_MODEL,
             requested_output_names=[
                 contract.AUDIO.name,
                 contract.SAMPLE_RATE.name,
                 contract.TIMINGS.name,
+                contract.SECTIONS.name,
             ],
             inputs=inputs,
             parameters={CHANNEL_PARAMETER: channel.token},
@@ -274,8 +281,11 @@ class StreamModel:
             _text(pb_utils.get_output_tensor_by_name(response, contract.TIMINGS.name))
         )
         stages_s = {str(stage): float(seconds) for stage, seconds in timings.items()}
+        sections = json.loads(
+            _text(pb_utils.get_output_tensor_by_name(response, contract.SECTIONS.name))
+        )
         self.eta.learn(stages_s, job.duration_s)
-        return audio, int(rate.reshape(-1)[0]), stages_s
+        return audio, int(rate.reshape(-1)[0]), stages_s, sections
 
     def forward(
         self,

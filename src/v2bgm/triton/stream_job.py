@@ -14,7 +14,7 @@ import numpy as np
 from v2bgm_contract import interface as contract
 
 from v2bgm.tags import UnknownTag, resolve
-from v2bgm.triton.rows import required, scalar, single_row, text, texts
+from v2bgm.triton.rows import required, scalar, single_row, text, texts, vector
 
 Tensors = dict[str, np.ndarray]
 
@@ -29,6 +29,7 @@ class StreamJob:
     vocals: bool
     hint: str
     fixed_tags: tuple[str, ...]
+    cuts_s: tuple[float, ...] = ()
 
     def seed_of(self, candidate: int) -> int:
         """Candidate i composes with seed + i, wrapping within the interface's range."""
@@ -72,6 +73,7 @@ def parse(inputs: Tensors, seed_source: Callable[[], int] = draw_seed) -> Stream
         resolve(fixed, vocals)
     except UnknownTag as exc:
         raise contract.InvalidInput(str(exc)) from None
-    return StreamJob(
-        frames, fps, duration_s, seed, candidates, vocals, " ".join(hint.split()), tuple(fixed)
-    )
+    cuts = vector(row, contract.CUTS_S)
+    cuts_s = tuple(contract.check_cuts(cuts, duration_s)) if cuts is not None else ()
+    hint = " ".join(hint.split())
+    return StreamJob(frames, fps, duration_s, seed, candidates, vocals, hint, tuple(fixed), cuts_s)

@@ -31,6 +31,7 @@ from v2bgm import checkpoints
 from v2bgm.composer import Cancelled, Music, MusicRequest, Progress, StageStats
 from v2bgm.devices import model_dtype
 from v2bgm.engine.llama import StaticLlama
+from v2bgm.plan import OUTRO, Section, plan_sections
 from v2bgm.yue import stage1, stage2, tokens
 from v2bgm.yue.codec import XcodecDecoder
 from v2bgm.yue.postprocess import recombine
@@ -46,6 +47,9 @@ STAGE2_ROWS = 32  # 6-s chunks teacher-forced side by side: several requests' tr
 WARM_UP_TAGS = "pop piano"
 WARM_UP_LYRICS = "[verse]\nla la la"
 FADE_OUT_S = 0.05  # the cut at the requested length gets a short fade, never a click
+# After an [outro] the music fades out over part of it (musically, not a click guard).
+OUTRO_FADE_SHARE = 0.5
+MIN_OUTRO_FADE_S = 1.5
 CLAMP = 0.99  # infer.py's save_audio limit
 INSTRUMENTAL, VOCAL = "instrumental", "vocal"
 
@@ -70,6 +74,7 @@ class Composition:
     frames: int  # codec frames of music to make
     instrumental_only: bool
     stage1: Stage1Job
+    labels: list[str]  # each stage-1 segment's section label
     codes: dict[str, np.ndarray] = field(default_factory=dict)  # stage 2's [8, T] per track
     chunks_sent: int = 0  # chunk indices handed out by `new_chunks` (for every track)
     filled: dict[tuple[str, int], np.ndarray] = field(default_factory=dict)  # (track, i): ids
@@ -130,14 +135,23 @@ class YuEComposer:
 
     # -- the steps ----------------------------------------------------------------------------
     def plan(self, request: MusicRequest, progress: Progress | None = None) -> Composition:
-        """Stage 1's sections and frames; whether the music is instrumental only."""
+        """Stage 1's sections and frames; whether the music is instrumental only.
+
+        Background music (no lyrics) follows the section plan (`v2bgm.plan`: boundaries on the
+        picture's cuts, an `[outro]` that ends with the video): one stage-1 segment per
+        section, exactly as long. With lyrics the lyrics' sections come in turn, each as long as
+        YuE makes it (until <EOA>), as before."""
         frames = math.ceil(request.duration_s * tokens.FRAME_RATE)
         sections = tokens.split_sections(request.lyrics) if request.lyrics.strip() else []
         instrumental_only = not sections
+        budgets = None
         if instrumental_only:
-            sections = tokens.split_sections(tokens.INSTRUMENTAL_LYRICS)
-        job = self.stage1.job(request.tags, sections, frames, request.seed, progress)
-        return Composition(request, progress, sections, frames, instrumental_only, job)
+            plan = plan_sections(request.duration_s, list(request.cuts_s), tokens.FRAME_RATE)
+            sections = tokens.split_sections("\n".join(s.label for s in plan))
+            budgets = [round(s.seconds * tokens.FRAME_RATE) for s in plan]
+        job = self.stage1.job(request.tags, sections, frames, request.seed, progress, budgets)
+        labels = [section.split("\n", 1)[0] for section in sections]
+        return Composition(request, progress, sections, frames, instrumental_only, job, labels)
 
     def stage1_done(self, composition: Composition) -> None:
         """Close stage 1 of a composition whose job has finished (its error, if any, is the
@@ -212,10 +226,14 @@ class YuEComposer:
         c.clock = time.perf_counter()
         audio, stems = self.decode_tracks(c.codes, c.progress)
         n_samples = round(c.request.duration_s * self.sample_rate)
-        audio = fade_out(fit_length(audio, n_samples), self.sample_rate)
+        sections = made_sections(c)
+        fade = FADE_OUT_S
+        if sections and sections[-1].label == OUTRO:
+            fade = max(MIN_OUTRO_FADE_S, OUTRO_FADE_SHARE * sections[-1].seconds)
+        audio = fade_out(fit_length(audio, n_samples), self.sample_rate, fade)
         stems = {name: fit_length(stem, n_samples) for name, stem in stems.items()}
         c.lap(DECODE)
-        return Music(audio.astype(np.float32), self.sample_rate, stems, dict(c.stats))
+        return Music(audio.astype(np.float32), self.sample_rate, stems, dict(c.stats), sections)
 
     def decode_tracks(
         self, codes: dict[str, np.ndarray], progress: Progress | None = None
@@ -252,6 +270,21 @@ class YuEComposer:
         self.stage2_engine.capture()  # every stage-2 shape a longer or busier request meets
         with torch.inference_mode():  # several requests decoding at once
             self.stage1.run([self.plan(replace(request, seed=s)).stage1 for s in (0, 1)])
+
+
+def made_sections(composition: Composition) -> list[Section]:
+    """The sections the music holds: each stage-1 segment's label and time span, cut at the
+    requested duration (a segment the music does not reach is left out)."""
+    c, rate = composition, tokens.FRAME_RATE
+    end_s = c.request.duration_s
+    sections, start = [], 0
+    for i, frames in enumerate(c.stage1.made_per_segment):
+        if start / rate >= end_s:
+            break
+        label = c.labels[i % len(c.labels)]
+        sections.append(Section(label, start / rate, min((start + frames) / rate, end_s)))
+        start += frames
+    return sections
 
 
 def load_decoder(root: Path, device: str) -> tuple[XcodecDecoder, Upsampler]:

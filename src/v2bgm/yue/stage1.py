@@ -67,10 +67,14 @@ class Stage1Job:
     settings: Stage1Settings
     tokenizer: YuETokenizer
     progress: Progress | None = None
+    # Frames of each segment, when a plan fixes them (each segment exactly that long, section
+    # after section, `frames` in all); None: YuE's own lengths (a segment ends at <EOA>).
+    budgets: list[int] | None = None
     header: list[int] = field(default_factory=list)
     segments: list[list[int]] = field(default_factory=list)  # each one's prompt and tokens
     index: int = 0  # segment being generated
     made: int = 0  # frames made by finished segments
+    made_per_segment: list[int] = field(default_factory=list)
     generated: int = 0  # tokens generated, <EOA> included
     prompt: list[int] = field(default_factory=list)  # this segment's prompt
     current: list[int] = field(default_factory=list)  # this segment's tokens so far
@@ -98,8 +102,10 @@ class Stage1Job:
             new = [*new, tokens.EOA]
         self.segments.append(self.prompt + new)
         self.made += (len(new) - 1) // 2
+        self.made_per_segment.append((len(new) - 1) // 2)
         self.index += 1
-        if self.made >= self.frames or self.index >= max_segments(self.frames, self.settings):
+        planned = self.budgets is not None and self.index >= len(self.budgets)
+        if self.made >= self.frames or planned or self.index >= self._max_segments():
             self._finish()
             return None
         return self._segment()
@@ -133,6 +139,9 @@ class Stage1Job:
         encode = self.tokenizer.encode
         self.prompt = segment_prompt(encode, self.tags, self.sections, self.index, len(self.header))
         want = min(s.max_segment_tokens, 2 * (self.frames - self.made))
+        least = min(s.min_segment_tokens, want)
+        if self.budgets is not None:  # exactly the section's frames: <EOA> waits for them
+            want = least = 2 * self.budgets[self.index]
         end_len = len(encode(tokens.END_OF_SEGMENT))
         limit = s.context_window - want - 1
         context = fit_context(self.header, self.segments, self.prompt, limit, end_len)
@@ -142,10 +151,15 @@ class Stage1Job:
             temperature=s.temperature,
             top_p=s.top_p,
             greedy=not s.do_sample,
-            min_new_tokens=min(s.min_segment_tokens, want),
+            min_new_tokens=least,
             seed=self.seed,
         )
         return Segment(context, want, settings, noise_step=self.generated)
+
+    def _max_segments(self) -> int:
+        if self.budgets is not None:
+            return len(self.budgets)
+        return max_segments(self.frames, self.settings)
 
     def _finish(self) -> None:
         ids = np.array(self.header + [i for seg in self.segments for i in seg], dtype=np.int64)
@@ -180,8 +194,17 @@ class Stage1:
         frames: int,
         seed: int,
         progress: Progress | None = None,
+        budgets: list[int] | None = None,
     ) -> Stage1Job:
-        return Stage1Job(tags, sections, frames, seed, self.settings, self.tokenizer, progress)
+        """`budgets`: frames of each segment (one per section, in order), or None."""
+        if budgets is not None:
+            if sum(budgets) != frames or len(budgets) != len(sections):
+                raise ValueError(f"budgets {budgets} do not split {frames} frames over sections")
+            if max(budgets) * 2 > self.settings.max_segment_tokens:
+                raise ValueError(f"a segment of {max(budgets)} frames exceeds YuE's cap")
+        return Stage1Job(
+            tags, sections, frames, seed, self.settings, self.tokenizer, progress, budgets
+        )
 
     def run(self, jobs: list[Stage1Job]) -> list[Stage1Job]:
         """Decode `jobs` to the end, side by side as slots allow."""
