@@ -19,8 +19,6 @@ dir="${2:-${V2BGM_WEIGHTS:-/weights}}"
 home="${V2BGM_HOME:-/opt/v2bgm}" # where export/ lives
 python="${PYTHON:-python3}"
 marker="$dir/.v2bgm-$mode"
-# YuE's SentencePiece model is not on the hub; it is in the YuE repository (branch YuE-v1).
-yue_tokenizer_url="https://raw.githubusercontent.com/multimodal-art-projection/YuE/YuE-v1/inference/mm_tokenizer_v0.2_hf/tokenizer.model"
 
 case "$mode" in
 tiny | full | hub) ;;
@@ -48,9 +46,9 @@ hub)
   # converted to XcodecModel, its vocoder files copied, VideoLLaMA3 converted to the native layout.
   hf download m-a-p/YuE-s1-7B-anneal-en-cot --local-dir "$dir/yue-s1"
   hf download m-a-p/YuE-s2-1B-general --local-dir "$dir/yue-s2"
-  mkdir -p "$dir/yue-tokenizer"
-  "$python" -c 'import sys, urllib.request; urllib.request.urlretrieve(sys.argv[1], sys.argv[2])' \
-    "$yue_tokenizer_url" "$dir/yue-tokenizer/tokenizer.model"
+  # YuE's SentencePiece model is not on the hub: its GitHub repository at a pinned commit,
+  # kept only if its SHA-256 is the one recorded in v2bgm/checkpoints.py.
+  "$python" -m v2bgm.weights fetch-tokenizer "$dir"
   xcodec_src="$dir/.xcodec_mini_infer"
   hf download m-a-p/xcodec_mini_infer final_ckpt/ckpt_00360000.pth final_ckpt/config.yaml \
     semantic_ckpts/hf_1_325000/config.json decoders/config.yaml decoders/decoder_131000.pth \

@@ -13,6 +13,14 @@ VIDEOLLAMA3 = "videollama3"  # transformers `video_llama_3` layout (model + proc
 YUE_STAGE1 = "yue-s1"  # m-a-p/YuE-s1-7B-anneal-en-cot layout (LlamaForCausalLM)
 YUE_STAGE2 = "yue-s2"  # m-a-p/YuE-s2-1B-general layout (LlamaForCausalLM)
 YUE_TOKENIZER = "yue-tokenizer/tokenizer.model"  # YuE's mm_tokenizer_v0.2_hf SentencePiece model
+# Not on the hub: in YuE's GitHub repository, pinned to a commit, with the file's SHA-256 (read
+# from that commit's blob, 1,761,962 bytes; tests/reference checks it against YuE's own code).
+YUE_REPOSITORY_COMMIT = "9f1394bae1d8d218fea750c1413c2d9d731c7310"
+YUE_TOKENIZER_URL = (
+    "https://raw.githubusercontent.com/multimodal-art-projection/YuE/"
+    f"{YUE_REPOSITORY_COMMIT}/inference/mm_tokenizer_v0.2_hf/tokenizer.model"
+)
+YUE_TOKENIZER_SHA256 = "ee5c7cbf32da93989f14d9ba635e3e1d1ab2cc88a92908a5ed0f149375f6ee49"
 XCODEC = "xcodec"  # transformers `xcodec` layout (XcodecModel), converted from YuE's X-Codec
 # YuE's 44.1 kHz upsampler, in its own layout (xcodec_mini_infer/decoders): config.yaml and the
 # vocal and instrumental decoder weights.

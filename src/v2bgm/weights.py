@@ -274,12 +274,44 @@ def report(components: list[Component]) -> str:
     return "\n".join(lines + problems)
 
 
+def fetch_verified(url: str, path: Path, sha256: str) -> Path:
+    """Download `url` to `path`, kept only if its SHA-256 is `sha256` (ValueError otherwise;
+    nothing is left at `path` then)."""
+    import hashlib
+    import urllib.request
+
+    with urllib.request.urlopen(url, timeout=60) as response:
+        data = response.read()
+    digest = hashlib.sha256(data).hexdigest()
+    if digest != sha256:
+        raise ValueError(f"{url}: SHA-256 {digest}, expected {sha256}; not written")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_name(path.name + ".partial")
+    partial.write_bytes(data)
+    partial.replace(path)
+    return path
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="v2bgm-weights", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
     checking = sub.add_parser("check", help="check a weights folder without loading it")
     checking.add_argument("folder", type=Path, nargs="?", default=checkpoints.weights_root())
+    fetching = sub.add_parser(
+        "fetch-tokenizer", help="download YuE's tokenizer (pinned commit) and check its SHA-256"
+    )
+    fetching.add_argument("folder", type=Path)
+    fetching.add_argument("--url", default=checkpoints.YUE_TOKENIZER_URL)
+    fetching.add_argument("--sha256", default=checkpoints.YUE_TOKENIZER_SHA256)
     args = parser.parse_args(argv)
+    if args.command == "fetch-tokenizer":
+        try:
+            path = fetch_verified(args.url, args.folder / checkpoints.YUE_TOKENIZER, args.sha256)
+        except (OSError, ValueError) as exc:
+            print(f"v2bgm-weights: {exc}", file=sys.stderr)
+            return 1
+        print(f"{path}: sha256 {args.sha256} ok")
+        return 0
     components = check(args.folder)
     print(report(components))
     return 0 if all(c.ok for c in components) else 1

@@ -39,7 +39,9 @@ while true; do sleep 0.05; done
 FAKE_PYTHON = """#!/usr/bin/env bash
 echo "python cwd=$PWD args=$*" >> "$FAKE_LOG"
 if [[ $1 == -c && $2 == *PART_NAMES* ]]; then echo "${FAKE_OTHER_PARTS:-}"; fi
-if [[ $1 == -c && $2 == *urlretrieve* ]]; then echo token > "$4"; fi
+if [[ $1 == -m && $2 == v2bgm.weights && $3 == fetch-tokenizer ]]; then
+  mkdir -p "$4/yue-tokenizer" && echo token > "$4/yue-tokenizer/tokenizer.model"; exit 0
+fi
 if [[ $1 == -m && $2 == v2bgm.weights ]]; then exit "${FAKE_CHECK_RC:-0}"; fi
 exit 0
 """

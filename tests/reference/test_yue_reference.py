@@ -4,6 +4,7 @@ our tiny stage-2 checkpoint (fp32, CPU). Skipped, saying why, when the code is n
 
 from __future__ import annotations
 
+import hashlib
 import shutil
 from types import SimpleNamespace
 
@@ -68,6 +69,11 @@ def test_the_published_tokenizer_gives_the_same_ids_in_both(theirs, ours):
     assert (
         mm.soa, mm.eoa, mm.stage_1, mm.stage_2
     ) == (tokens.SOA, tokens.EOA, tokens.STAGE_1, tokens.STAGE_2)  # fmt: skip
+
+
+def test_the_pinned_checksum_is_the_published_tokenizers():
+    published = yue_code.inference_dir() / yue_code.TOKENIZER
+    assert hashlib.sha256(published.read_bytes()).hexdigest() == checkpoints.YUE_TOKENIZER_SHA256
 
 
 def test_the_weights_check_takes_the_published_tokenizer(weights, tmp_path):

@@ -114,3 +114,30 @@ def test_the_server_never_starts_on_a_folder_that_fails(copy: Path, tmp_path: Pa
     assert launched.returncode == 2
     assert "fail the check; tritonserver not started" in launched.stderr
     assert f"{copy / checkpoints.YUE_STAGE2 / check.SAFETENSORS}: missing" in launched.stderr
+
+
+def test_fetch_tokenizer_keeps_only_the_pinned_bytes(tmp_path, capsys):
+    import hashlib
+
+    from v2bgm.weights import main
+
+    source = tmp_path / "published.model"
+    source.write_bytes(b"the tokenizer's bytes")
+    digest = hashlib.sha256(source.read_bytes()).hexdigest()
+    out = tmp_path / "weights"
+    url = source.as_uri()  # urllib reads file:// as it reads https://
+    assert main(["fetch-tokenizer", str(out), "--url", url, "--sha256", digest]) == 0
+    assert (out / "yue-tokenizer" / "tokenizer.model").read_bytes() == source.read_bytes()
+    other = tmp_path / "other"
+    assert main(["fetch-tokenizer", str(other), "--url", url, "--sha256", "0" * 64]) == 1
+    assert f"SHA-256 {digest}, expected {'0' * 64}; not written" in capsys.readouterr().err
+    assert not other.exists()
+
+
+def test_the_pinned_tokenizer_url_names_a_commit_not_a_branch():
+    from v2bgm import checkpoints
+
+    assert checkpoints.YUE_REPOSITORY_COMMIT in checkpoints.YUE_TOKENIZER_URL
+    assert (
+        len(checkpoints.YUE_REPOSITORY_COMMIT) == 40 and len(checkpoints.YUE_TOKENIZER_SHA256) == 64
+    )
