@@ -41,7 +41,12 @@ class Section:
         return self.end_s - self.start_s
 
     def as_dict(self) -> dict[str, float | str]:
-        return {"label": self.label, "start_s": self.start_s, "end_s": self.end_s}
+        """The JSON form (SECTIONS, events): times to the millisecond."""
+        return {
+            "label": self.label,
+            "start_s": round(self.start_s, 3),
+            "end_s": round(self.end_s, 3),
+        }
 
 
 def kept_cuts(duration_s: float, cuts_s: list[float]) -> list[float]:

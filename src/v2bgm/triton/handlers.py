@@ -131,12 +131,7 @@ class CaptionerHandler:
 
 def sections_json(music: Music) -> str:
     """SECTIONS: the plan the music follows, times in seconds to the millisecond."""
-    return json.dumps(
-        [
-            {"label": s.label, "start_s": round(s.start_s, 3), "end_s": round(s.end_s, 3)}
-            for s in music.sections
-        ]
-    )
+    return json.dumps([section.as_dict() for section in music.sections])
 
 
 def composer_slots(params: Params, environ: Mapping[str, str] = os.environ) -> int:

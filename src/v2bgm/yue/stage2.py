@@ -16,6 +16,7 @@ import numpy as np
 import torch
 
 from v2bgm.composer import Progress
+from v2bgm.engine.decoder import bucket_rows
 from v2bgm.engine.graphs import StepGraphs
 from v2bgm.engine.llama import Part, StaticLlama
 from v2bgm.yue import tokens
@@ -50,14 +51,12 @@ class Stage2:
         rows a bucket no warm-up request reaches). Returns how many graphs exist."""
         if not self.graphs.enabled:
             return 0
-        rows = 1
-        while True:
-            for kv in sorted({self._kv(need) for need in range(1, self.length + 1, KV_BUCKET)}):
+        kvs = sorted({self._kv(need) for need in range(1, self.length + 1, KV_BUCKET)})
+        for rows in sorted({bucket_rows(n, self.rows) for n in range(1, self.rows + 1)}):
+            for kv in kvs:
                 self.pos[:rows] = 0  # replays write position 0..7 of idle slots: harmless
                 self.graphs.run((rows, kv), lambda rows=rows, kv=kv: self._frame_step(rows, kv))
-            if rows >= self.rows:
-                return len(self.graphs)
-            rows = min(rows * 2, self.rows)
+        return len(self.graphs)
 
     def fill(self, codes0: np.ndarray, progress: Progress | None = None) -> np.ndarray:
         """Codebook-0 codes [T] -> codes [8, T] (out-of-range picks repaired)."""
@@ -122,7 +121,7 @@ class Stage2:
         out[:, 0, 1:] = self.picks[:n]
         if on_frame is not None:
             on_frame(1)
-        rows = n if not self.graphs.enabled else min(1 << (n - 1).bit_length(), self.rows)
+        rows = bucket_rows(n, self.rows) if self.graphs.enabled else n
         self.pos[n:rows] = 0  # idle rows of the graph's batch stay inside their slots
         for f in range(1, frames):
             self.cb0[:n] = cb0_t[:, f]
