@@ -130,6 +130,13 @@ class MemoryWatch:
                 self.peak[pid] = max(self.peak.get(pid, 0), int(mib))
 
 
+def save(report: dict, out: Path) -> None:
+    """Write the report so far: a run cut by a time limit still leaves what it measured."""
+    text = json.dumps(report, indent=1)
+    (out / "bench_pipeline.json").write_text(text + "\n")
+    print(text, flush=True)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--weights", type=Path, default=ROOT / "models" / "full")
@@ -154,12 +161,16 @@ def main(argv: list[str] | None = None) -> int:
     try:
         server.wait_ready(900)
         report["ready_s"] = round(time.perf_counter() - started, 1)  # loading + warm-up
+        save(report, args.out)
         url = f"127.0.0.1:{server.grpc_port}"
         with MemoryWatch() as memory:
-            call(url, 10.0, 99)  # first request: anything not warmed up yet
-            report["one_at_a_time"] = [
-                timed_alone(url, server.metrics_port, d, i) for i, d in enumerate(args.durations)
-            ]
+            # first request: anything not warmed up yet (its time says how much that is)
+            report["first_call"] = call(url, 10.0, 99)
+            save(report, args.out)
+            report["one_at_a_time"] = []
+            for i, seconds in enumerate(args.durations):
+                report["one_at_a_time"].append(timed_alone(url, server.metrics_port, seconds, i))
+                save(report, args.out)
             start = time.perf_counter()
             with ThreadPoolExecutor(args.concurrent) as pool:
                 futures = [
@@ -179,9 +190,7 @@ def main(argv: list[str] | None = None) -> int:
         report["stage_mean_s"] = stage_means(server.metrics_port)
     finally:
         report["exit_code"] = server.stop()
-    text = json.dumps(report, indent=1)
-    (args.out / "bench_pipeline.json").write_text(text + "\n")
-    print(text)
+        save(report, args.out)
     return 0
 
 
