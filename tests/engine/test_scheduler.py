@@ -86,9 +86,12 @@ def test_concurrent_requests_equal_one_at_a_time(composer):
         assert list(t.stats) == ["stage1", "stage2", "decode"] and t.stats["stage1"].tokens > 0
 
 
-def test_stage2_starts_before_stage1_ends_and_the_music_is_unchanged(composer):
-    # 850 frames: chunks of 300, 300 and 250. Chunk 0 is final at frame 300, with two thirds of
-    # stage 1 to go: it is filled then, not after the last token; the music is the same.
+@pytest.mark.parametrize("early", [False, True], ids=["after-stage1", "early"])
+def test_when_chunks_go_to_stage2_and_the_music_is_unchanged(composer, early):
+    # 850 frames: chunks of 300, 300 and 250. By default all three go to stage 2 in one batch
+    # once stage 1 is over (one pass reads stage 2's weights for all). With `early_stage2`,
+    # chunk 0 is final at frame 300, with two thirds of stage 1 to go: it is filled then, not
+    # after the last token. The music is the same either way.
     request = MusicRequest("pop piano", 17.0, seed=5)
     alone = composer.compose(request)
     batches: list[list[tuple[int, bool]]] = []  # (chunk, its stage 1 over) per stage-2 batch
@@ -99,14 +102,17 @@ def test_stage2_starts_before_stage1_ends_and_the_music_is_unchanged(composer):
         fill(chunks)
 
     composer.fill_chunks = recording
-    scheduler = YuEScheduler(composer)
+    scheduler = YuEScheduler(composer, early_stage2=early)
     try:
         (music,) = collect(scheduler, [request])
     finally:
         scheduler.close()
         del composer.fill_chunks
     assert sorted(i for batch in batches for i, _ in batch) == [0, 1, 2]
-    assert batches[0] == [(0, False)], batches
+    if early:
+        assert batches[0] == [(0, False)], batches
+    else:
+        assert batches == [[(0, True), (1, True), (2, True)]], batches
     assert isinstance(music, Music)
     np.testing.assert_array_equal(music.audio, alone.audio)
     assert music.stats["stage2"].tokens == alone.stats["stage2"].tokens == 850 * 7

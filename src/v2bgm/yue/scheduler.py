@@ -2,12 +2,13 @@
 
 One thread owns stage 1: compositions join its decoder between steps (a slot each) and leave it
 when done or cancelled, so a long request never holds a short one back. A second thread, on its
-own CUDA stream, runs stage 2 and decoding, so that work overlaps the stage-1 steps instead of
-stopping them. Stage 2 starts before stage 1 ends: each 6-s chunk goes to it as soon as stage 1
-has made its frames final (`YuEComposer.new_chunks`), so when a request's last token comes only
-its last chunk is left. Chunks waiting together share stage 2's steps (a chunk costs ~300
-sequential frames whatever else runs beside it). Both threads run the steps of
-`v2bgm.yue.composer.YuEComposer`, the same ones `compose` runs for one request.
+own CUDA stream, runs stage 2 and decoding of compositions whose stage 1 is over, beside the
+stage-1 steps of the others; stage 1's stream has the higher priority. A composition's 6-s
+chunks go to stage 2 together when its stage 1 ends (`early_stage2` sends each as soon as stage 1
+has made its frames final: slower on a GPU, see `YuEScheduler`), and chunks waiting together, of
+any compositions, share stage 2's steps (a pass costs ~300 sequential frames whatever its number
+of chunks). Both threads run the steps of `v2bgm.yue.composer.YuEComposer`, the same ones
+`compose` runs for one request.
 
 Admission is bounded: past `slots` requests decoding and `max_waiting` waiting for a slot, a
 request is refused at once (`Busy`), which the served model answers as UNAVAILABLE for clients
@@ -40,6 +41,8 @@ from v2bgm.composer import (
 )
 from v2bgm.yue.composer import Chunk, Composition, YuEComposer
 
+# torch clamps it to the device's highest priority (lower is higher; 0 is the default)
+STAGE1_STREAM_PRIORITY = -5
 IDLE_WAIT_S = 0.05  # how long the stage-1 thread sleeps on an empty queue between checks
 
 
@@ -63,8 +66,20 @@ _Finishing = Chunk | _Stage1Ended | None  # None: stop
 class YuEScheduler:
     """A `v2bgm.composer.Composer`."""
 
-    def __init__(self, composer: YuEComposer, max_waiting: int = 8) -> None:
+    def __init__(
+        self,
+        composer: YuEComposer,
+        max_waiting: int = 8,
+        early_stage2: bool = False,
+        stage1_priority: bool = True,
+    ) -> None:
         self.composer = composer
+        # Chunks go to stage 2 while stage 1 runs: off by default. Both stages are bound by
+        # memory bandwidth and a stage-2 pass reads all its weights 2,100 times whatever the
+        # number of chunks in it, so a chunk filled alone costs as much as a whole track's
+        # chunks together and slows stage 1 as much (30-s track on an H200: 27.3 s early,
+        # 18.7 s after, docs/speed.md).
+        self.early_stage2 = early_stage2
         self.decoder = composer.stage1.decoder
         self.max_waiting = max_waiting
         self.sample_rate = composer.sample_rate
@@ -77,7 +92,13 @@ class YuEScheduler:
         self.admitted = 0  # submitted and not yet answered
         self.running = True
         device = composer.stage1.decoder.model.device
-        self.side = torch.cuda.Stream(device) if device.type == "cuda" else None
+        self.main: torch.cuda.Stream | None = None  # stage 1's (None: the current one)
+        self.side: torch.cuda.Stream | None = None  # stage 2's and decoding's
+        if device.type == "cuda":
+            # Stage 1 sets the pace: its kernels' blocks go first wherever stage 2's wait too.
+            high = STAGE1_STREAM_PRIORITY if stage1_priority else 0
+            self.main = torch.cuda.Stream(device, priority=high)
+            self.side = torch.cuda.Stream(device, priority=0)
         self.threads = [
             threading.Thread(target=self._stage1_loop, name="yue-stage1", daemon=True),
             threading.Thread(target=self._finish_loop, name="yue-stage2", daemon=True),
@@ -118,7 +139,8 @@ class YuEScheduler:
     def _stage1_loop(self) -> None:
         waiting: list[_Work] = []
         decoding: list[_Work] = []
-        with torch.inference_mode():
+        stream = torch.cuda.stream(self.main) if self.main is not None else contextlib.nullcontext()
+        with torch.inference_mode(), stream:
             while self.running or decoding or waiting:
                 block = not (decoding or waiting) and self.running
                 with contextlib.suppress(queue.Empty):
@@ -136,7 +158,7 @@ class YuEScheduler:
                 else:
                     self.decoder.flush()
                 for work in decoding:  # chunks made final by this step go to stage 2 now
-                    if not work.composition.stage1.finished:
+                    if self.early_stage2 and not work.composition.stage1.finished:
                         self._send_chunks(work)
                 for work in [w for w in decoding if w.composition.stage1.finished]:
                     decoding.remove(work)
