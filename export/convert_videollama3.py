@@ -77,11 +77,13 @@ Not exactly the same (documented, not fixable by a converter):
   of masking; its flash-attention path (the documented setting) attends within each frame, which
   is what the native model does in every attention implementation.
 
-Checked once outside the tests (DAMO's code is not vendored here), under transformers 5.24 on tiny
-random weights: DAMO's modeling_videollama3_encoder.py (SDPA path, its `self.proj` typo aliased to
-`out_proj`) loaded with the renamed weights gives the native vision model's output to 2e-7 for a
-video (merge 2) and an image (merge 1); DAMO's image_processing_videollama3.py with
-preprocessor_config.json's settings gives the same grids as the converted processors.
+Checked against DAMO's own code by tests/reference/test_videollama3_reference.py (their
+inference/transformers_api/ under transformers 4.46.3, in a venv of its own; it skips without
+them): their processor and model load a tiny checkpoint in the original layout and give the
+converted native model's 16 greedy tokens, with logits within 2.7e-7 when both see the same pixels,
+and the same token layout after compression (src/v2bgm/videollama3/NOTES.md). Earlier, once
+outside the tests under transformers 5.24, their encoder gave the native vision model's output to
+2e-7 for an image (merge 1) too.
 """
 
 from __future__ import annotations

@@ -12,7 +12,11 @@ way DAMO-NLP-SG/VideoLLaMA3-{2B,7B} ship on the hub:
   and the `auto_map` to the remote code;
 - the tokenizer: the native one plus `<image>`, `<|stream_start|>`, `<|stream_end|>`
   (videollama3/train.py adds them to Qwen2.5's) and without the `image_token`/`video_token` names,
-  which Qwen2.5's tokenizer_config.json does not have;
+  which Qwen2.5's tokenizer_config.json does not have; its tokenizer_config.json holds
+  `padding_side: right` (train.py loads the tokenizer so) and DAMO's chat template: their
+  processor needs both when it is built (`process_text` pops `padding_side`; `__init__` renders the
+  template, which transformers 4.46 hands it from the tokenizer only -- chat_template.json is set
+  after `__init__`), so the hub's tokenizer_config.json must hold them too;
 - `chat_template.json` (DAMO's template), `preprocessor_config.json` (Videollama3ImageProcessor:
   budgets in tokens) and `processor_config.json` (fps, max_frames, merge sizes);
 - `generation_config.json`.
@@ -73,6 +77,9 @@ IMAGE_PROCESSOR_AUTO_MAP = {
 DAMO_PROCESSOR_FPS = 1  # processor_config.json on the hub
 DAMO_PROCESSOR_MAX_FRAMES = 128
 TRANSFORMERS_VERSION = "4.46.3"  # what DAMO saved with (and recommends)
+# videollama3/train.py loads the tokenizer with padding_side="right", so its saved
+# tokenizer_config.json has it; their processor's `process_text` pops the key and fails without it.
+DAMO_PADDING_SIDE = "right"
 # The Qwen2Config fields of DAMO's config.json (DAMO-NLP-SG/VideoLLaMA3-2B, 4.46 names).
 DAMO_TEXT_FIELDS = (
     "attention_dropout", "bos_token_id", "eos_token_id", "hidden_act", "hidden_size",
@@ -231,7 +238,11 @@ def write_damo_tokenizer(tokenizer: PreTrainedTokenizerBase, out: Path) -> int:
     damo.add_tokens(list(DAMO_ADDED_TOKENS), special_tokens=True)
     damo.save_pretrained(out)
     strip_media_token_names(
-        out / TOKENIZER_CONFIG_FILE, processor_class=DAMO_PROCESSOR, auto_map=PROCESSOR_AUTO_MAP
+        out / TOKENIZER_CONFIG_FILE,
+        processor_class=DAMO_PROCESSOR,
+        auto_map=PROCESSOR_AUTO_MAP,
+        padding_side=DAMO_PADDING_SIDE,
+        chat_template=DAMO_CHAT_TEMPLATE,
     )
     return damo.convert_tokens_to_ids(ORIGINAL_IMAGE_TOKEN)
 
