@@ -5,6 +5,8 @@ Shared by the client tests and the server's integration tests; keep the API smal
 
 - `make_video(path, seconds, width, height, ...)` writes a video (optionally with a tone as audio),
   picking a codec the container can hold from the file extension.
+- `make_shots(path, seconds, cuts_s, fades_s, ...)` writes one whose picture changes at known
+  times: hard cuts and gradual cross-fades between solid colours and patterns (for cut detection).
 - `make_audio(path, seconds)` writes an audio-only file (for "no video stream" errors).
 - `frame_index(rgb)` reads back which source frame a decoded (possibly resized) frame was.
 - `video_packets(path)`, `video_duration(path)`, `audio_duration(path)` inspect a file.
@@ -16,6 +18,7 @@ even after resizing and lossy compression. Gray, so chroma subsampling cannot bl
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from fractions import Fraction
 from pathlib import Path
 from typing import NamedTuple
@@ -109,6 +112,7 @@ def make_video(
     with_audio: bool = False,
     audio_codec: str | None = None,
     rotation: int = 0,
+    picture: Callable[[int], np.ndarray] | None = None,
 ) -> Path:
     """Write a `seconds`-long video of `width`x`height` at `fps` and return its path.
 
@@ -117,7 +121,8 @@ def make_video(
     .mpg, "libvpx-vp9" for .webm). MPEG-1/2 allow only the usual rates (24, 25, 30, ...).
     `with_audio` adds a stereo 440 Hz tone as long as the video. `rotation` (degrees
     counterclockwise, as a phone records portrait video) goes into the display matrix, which only
-    MP4/MOV/MKV/WebM store.
+    MP4/MOV/MKV/WebM store. `picture(i)` gives frame i (RGB uint8 [height, width, 3]) instead of
+    the numbered frames.
     """
     path = Path(path)
     fmt, default_codec, default_audio = FORMATS[path.suffix.lower()]
@@ -135,7 +140,8 @@ def make_video(
             video.options = {"crf": "10", "b": "0", "deadline": "realtime", "cpu-used": "8"}
         audio = _add_audio(out, audio_codec or default_audio) if with_audio else None
         for i in range(n_frames):
-            frame = av.VideoFrame.from_ndarray(_index_frame(i, width, height, n_frames))
+            rgb = picture(i) if picture else _index_frame(i, width, height, n_frames)
+            frame = av.VideoFrame.from_ndarray(rgb)
             frame = frame.reformat(format=video.pix_fmt)
             frame.pts = i
             frame.time_base = Fraction(1, fps)
@@ -146,6 +152,73 @@ def make_video(
                 out.mux(audio.encode(frame))
             out.mux(audio.encode())
     return path
+
+
+def _looks(height: int, width: int) -> list[np.ndarray]:
+    """The shots' pictures (float RGB): solid colours and patterns, each far from the next."""
+    y, x = np.mgrid[0:height, 0:width]
+    # Blotches of 8x8 pixels: a texture, but not one that a pan of a pixel changes everywhere.
+    blotches = np.random.default_rng(0).normal(0.0, 40.0, (height // 8 + 1, width // 8 + 1, 1))
+    texture = np.kron(blotches, np.ones((8, 8, 1)))[:height, :width]
+
+    def two(mask: np.ndarray, a: tuple, b: tuple) -> np.ndarray:
+        return np.where(mask[..., None], np.array(a, float), np.array(b, float))
+
+    def solid(rgb: tuple) -> np.ndarray:
+        return np.broadcast_to(np.array(rgb, float), (height, width, 3))
+
+    wave = (0.5 + 0.5 * np.sin(2 * np.pi * x / max(width, 1)))[..., None]
+    return [
+        solid((200, 40, 40)),  # red
+        two((x // 16 + y // 16) % 2 == 0, (30, 60, 200), (240, 240, 240)),  # checkerboard
+        solid((40, 150, 60)),  # green
+        wave * np.array([230, 230, 230]) + (1 - wave) * np.array([110, 30, 150]),  # soft bands
+        solid((240, 150, 30)),  # orange
+        np.clip(np.array([60, 180, 190]) + texture, 0, 255),  # noise texture, cyan
+        two((x // 24) % 2 == 0, (20, 20, 20), (250, 250, 250)),  # stripes
+        solid((20, 30, 110)),  # dark blue
+    ]
+
+
+def make_shots(
+    path: str | Path,
+    seconds: float,
+    cuts_s: Sequence[float] = (),
+    fades_s: Sequence[float] = (),
+    fade_s: float = 1.0,
+    fps: int = 25,
+    width: int = 160,
+    height: int = 96,
+    grain: float = 0.0,
+    pan_px: float = 0.0,
+    **kwargs: object,
+) -> Path:
+    """A video of shots (solid colours and patterns, in turn) that change at known times.
+
+    At each of `cuts_s` a hard cut: the first frame at or after it (frame i shows i / fps) is the
+    next shot. At each of `fades_s` a linear cross-fade to the next shot over `fade_s` seconds.
+    `grain`: the standard deviation of fresh noise added to every frame (film grain);
+    `pan_px`: pixels the picture moves right per frame. Other arguments go to `make_video`.
+    """
+    looks = _looks(height, width)
+    changes = sorted([(t, 0.0) for t in cuts_s] + [(t, fade_s) for t in fades_s])
+
+    def picture(i: int) -> np.ndarray:
+        t = i / fps
+        shot, blend = 0, 0.0
+        for start, length in changes:
+            if t >= start + length:
+                shot += 1
+            elif t >= start:  # in a fade
+                blend = (t - start) / length
+        img = looks[shot % len(looks)] * (1 - blend) + looks[(shot + 1) % len(looks)] * blend
+        if pan_px:
+            img = np.roll(img, round(i * pan_px), axis=1)
+        if grain:
+            img = img + np.random.default_rng(i + 1).normal(0.0, grain, img.shape)
+        return np.clip(img, 0, 255).astype(np.uint8)
+
+    return make_video(path, seconds, width, height, fps, picture=picture, **kwargs)
 
 
 def make_audio(path: str | Path, seconds: float = 2.0) -> Path:

@@ -21,6 +21,7 @@ from v2bgm_contract import interface as contract
 
 from . import metrics
 from .connection import TlsOptions, failure_hint, open_client
+from .cuts import AUTO, resolve_cuts
 from .errors import ServerError
 from .mux import MuxReport, check_output_path, mux_audio
 from .video import probe, sample_frames
@@ -87,6 +88,9 @@ class ScoreResult:
     frames_sent: int
     mux: MuxReport
     timings: dict[str, float] = field(default_factory=dict)  # seconds per stage, and "total"
+    cuts_s: tuple[float, ...] = ()  # the picture's cuts sent with the request
+    cuts_source: str = "none"  # "auto" (found in the video), "given" or "none": cuts.SOURCES
+    sections: list[dict] = field(default_factory=list)  # the plan the music follows
 
 
 def request_duration(video_duration_s: float) -> float:
@@ -110,9 +114,11 @@ def build_request(
     vocals: bool = False,
     hint: str = "",
     fixed_tags: tuple[str, ...] = (),
+    cuts_s: tuple[float, ...] = (),
 ) -> dict[str, np.ndarray]:
     """The PIPELINE model's inputs, by tensor name, with the interface's dtypes and shapes (a
-    batch of one: every model batches, so each tensor has a leading dimension of 1).
+    batch of one: every model batches, so each tensor has a leading dimension of 1). `cuts_s`:
+    the picture's cuts in seconds, inside the music (none: the music's own form).
 
     Raises `interface.InvalidInput` for anything the server would reject (tags outside YuE's
     vocabulary are the server's to check: the vocabulary ships with the models).
@@ -134,6 +140,8 @@ def build_request(
         values[contract.HINT.name] = [hint.encode("utf-8")]
     if fixed_tags:
         values[contract.FIXED_TAGS.name] = [t.encode("utf-8") for t in fixed_tags]
+    if cuts_s:
+        values[contract.CUTS_S.name] = contract.check_cuts(list(cuts_s), duration_s)
     request = {}
     for spec in contract.PIPELINE.inputs:
         if spec.name not in values:
@@ -315,12 +323,14 @@ def score_video(
     hint: str = "",
     fixed_tags: tuple[str, ...] = (),
     tls: TlsOptions | None = None,
+    cuts_s: tuple[float, ...] | str = AUTO,
 ) -> ScoreResult:
     """Write `output_path`: the video at `input_path` with music the service composed for it.
 
     `seed` None picks a random one (returned in the result). `vocals` asks for sung lyrics,
     `hint` steers the music in words ("upbeat, no drums"), `fixed_tags` are YuE tags to keep,
-    `tls` connects over TLS (`connection.TlsOptions`; None: plaintext).
+    `tls` connects over TLS (`connection.TlsOptions`; None: plaintext), `cuts_s` are where the
+    music's sections may change: "auto" finds the cuts in the video, () sends none, or seconds.
     Raises VideoError (bad input), MuxError (cannot write the output), ServerError (server down,
     rejected or failed) or interface.InvalidInput (a bad argument such as a seed out of range).
     """
@@ -336,15 +346,19 @@ def score_video(
     contract.check_seed(seed)
     info = probe(input_path)
     lap("probe")
+    duration = request_duration(info.duration_s)
+    cuts, cuts_source, _ = resolve_cuts(cuts_s, input_path, info, duration)
+    lap("detect_cuts")
     sampled = sample_frames(input_path, fps=fps, max_frames=max_frames, info=info)
     request = build_request(
         sampled.frames,
         sampled.fps,
-        request_duration(info.duration_s),
+        duration,
         seed,
         vocals=vocals,
         hint=hint,
         fixed_tags=fixed_tags,
+        cuts_s=cuts,
     )
     lap("sample")
     response = parse_response(infer(url, request, timeout_s, tls=tls))
@@ -363,4 +377,7 @@ def score_video(
         frames_sent=len(sampled.frames),
         mux=report,
         timings=timings,
+        cuts_s=cuts,
+        cuts_source=cuts_source,
+        sections=response.sections,
     )

@@ -22,6 +22,7 @@ from .aio import make_soundtracks
 from .api import DEFAULT_TIMEOUT_S, DEFAULT_URL
 from .batch import batch_outputs, list_inputs
 from .connection import TlsOptions
+from .cuts import AUTO
 from .errors import ClientError
 from .options import KEEP_AUDIO_FORMATS, SoundtrackOptions
 from .progress import ProgressView
@@ -30,15 +31,18 @@ from .soundtrack import SoundtrackResult, make_soundtrack
 PROG = "v2bgm"
 
 
-def _cuts(value: str) -> tuple[float, ...]:
-    """--cuts: "none", or seconds separated by commas."""
-    if value.strip().lower() == "none":
+def _cuts(value: str) -> tuple[float, ...] | str:
+    """--cuts: "auto", "none", or seconds separated by commas."""
+    word = value.strip().lower()
+    if word == "none":
         return ()
+    if word == AUTO:
+        return AUTO
     try:
         cuts = tuple(float(part) for part in value.split(","))
     except ValueError:
         raise argparse.ArgumentTypeError(
-            f"not 'none' nor seconds separated by commas: {value!r}"
+            f"not 'auto', 'none' nor seconds separated by commas: {value!r}"
         ) from None
     try:
         contract.check_cuts(list(cuts), contract.MAX_DURATION_S)
@@ -148,10 +152,11 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--cuts",
         type=_cuts,
-        default=(),
-        metavar="none|T1,T2,...",
-        help="the picture's cuts in seconds, where the music's sections change (default none: "
-        "the music's own form, ending with an outro)",
+        default=AUTO,
+        metavar="auto|none|T1,T2,...",
+        help="the picture's cuts, where the music's sections change: auto (default) finds "
+        "them in the video, none leaves the music its own form, or give seconds separated by "
+        "commas",
     )
     p.add_argument(
         "--sample-rate",
@@ -188,7 +193,8 @@ def parser() -> argparse.ArgumentParser:
     output.add_argument(
         "--json",
         action="store_true",
-        help="print a JSON report (caption, tags, seed, timings, outputs) instead of the summary",
+        help="print a JSON report (caption, tags, seed, cuts and their source, timings, outputs) "
+        "instead of the summary",
     )
     p.add_argument(
         "--timeout",

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Literal
 
 from v2bgm_contract import interface as contract
 
 from . import audio, mux
+from .cuts import AUTO
 
 KEEP_AUDIO_FORMATS = ("flac", "wav")
 
@@ -24,7 +26,9 @@ class SoundtrackOptions:
     lufs: float = audio.DEFAULT_LUFS  # integrated loudness of the output track
     keep_audio: str | None = None  # also write the music alone: "flac" or "wav"
     sample_rate: int = mux.AUDIO_RATE  # of the output's (stereo) music track: mux.SAMPLE_RATES
-    cuts_s: tuple[float, ...] = ()  # the picture's cuts (seconds): sections change there
+    # The picture's cuts (seconds), where the music's sections change: AUTO ("auto") finds them
+    # in the video (v2bgm_client.cuts); () sends none.
+    cuts_s: tuple[float, ...] | Literal["auto"] = AUTO
 
     def check(self) -> None:
         """Raise `interface.InvalidInput` naming the option and its allowed range."""
@@ -46,7 +50,12 @@ class SoundtrackOptions:
                 f"loudness target must be in [{audio.MIN_LUFS:g}, {audio.MAX_LUFS:g}] LUFS, "
                 f"got {self.lufs:g}"
             )
-        if len(self.cuts_s) > contract.MAX_CUTS:
+        if isinstance(self.cuts_s, str):
+            if self.cuts_s != AUTO:
+                raise contract.InvalidInput(
+                    f"cuts must be {AUTO!r} or seconds, not {self.cuts_s!r}"
+                )
+        elif len(self.cuts_s) > contract.MAX_CUTS:
             contract.check_cuts(list(self.cuts_s), contract.MAX_DURATION_S)  # names the limit
         if self.sample_rate not in mux.SAMPLE_RATES:
             rates = " or ".join(str(r) for r in mux.SAMPLE_RATES)
@@ -56,3 +65,8 @@ class SoundtrackOptions:
                 f"keep-audio format must be one of {', '.join(KEEP_AUDIO_FORMATS)}, "
                 f"not {self.keep_audio!r}"
             )
+
+    @property
+    def given_cuts(self) -> tuple[float, ...]:
+        """The cuts as given; () for AUTO, which only a caller with the video can resolve."""
+        return () if isinstance(self.cuts_s, str) else tuple(self.cuts_s)

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -20,6 +20,7 @@ from v2bgm_contract import events
 from . import audio
 from .api import DEFAULT_TIMEOUT_S, DEFAULT_URL, request_duration
 from .connection import TlsOptions
+from .cuts import resolve_cuts
 from .errors import ServerError
 from .mux import MuxReport, check_output_path, mux_audio, resample
 from .options import SoundtrackOptions
@@ -51,10 +52,12 @@ class Prepared:
     frames_sent: int
     timings: dict[str, float]
     started: float  # time.perf_counter() when prepare began
+    cuts_source: str = "none"  # where the request's cuts came from: cuts.SOURCES
 
 
 def prepare(input_path: str | Path, output: str | Path, options: SoundtrackOptions) -> Prepared:
-    """Everything before the server: raises VideoError, MuxError or InvalidInput early."""
+    """Everything before the server: raises VideoError, MuxError or InvalidInput early. Cuts
+    "auto" are found in the video here (timings' detect_cuts)."""
     clock = time.perf_counter()
     options.check()
     outputs = output_paths(output, options.candidates)
@@ -62,17 +65,22 @@ def prepare(input_path: str | Path, output: str | Path, options: SoundtrackOptio
         check_output_path(path, input_path)  # fail before the slow part, not after
     info = probe(input_path)
     sampled = sample_frames(input_path, info=info)
+    video_s = request_duration(info.duration_s)
+    music_s = options.duration_s if options.duration_s is not None else video_s
+    cuts, source, detect_s = resolve_cuts(options.cuts_s, input_path, info, music_s)
     request = build_stream_request(
-        sampled.frames, sampled.fps, options, request_duration(info.duration_s)
+        sampled.frames, sampled.fps, replace(options, cuts_s=cuts), video_s
     )
+    read_s = time.perf_counter() - clock - detect_s
     return Prepared(
         Path(input_path),
         outputs,
         info,
         request,
         len(sampled.frames),
-        {"read_video": time.perf_counter() - clock},
+        {"read_video": read_s, "detect_cuts": detect_s},
         clock,
+        source,
     )
 
 
@@ -131,8 +139,10 @@ class SoundtrackResult:
     mode: str
     target_lufs: float
     outputs: list[Output]
-    timings: dict[str, float]  # seconds: read_video, captioning, stage1, ..., server, write, total
+    # seconds: read_video, detect_cuts, captioning, stage1, ..., server, write, total
+    timings: dict[str, float]
     cuts_s: list[float] = field(default_factory=list)  # the picture's cuts the music follows
+    cuts_source: str = "none"  # "auto" (found in the video), "given" or "none": cuts.SOURCES
 
     @property
     def output_path(self) -> Path:
@@ -222,6 +232,7 @@ def finish(
         outputs=outputs,
         timings=timings,
         cuts_s=list(collected.started.cuts_s),
+        cuts_source=prepared.cuts_source,
     )
 
 

@@ -31,7 +31,8 @@ def build_stream_request(
     frames: np.ndarray, fps: float, options: SoundtrackOptions, duration_s: float | None = None
 ) -> dict[str, np.ndarray]:
     """The STREAM model's inputs by tensor name, each a batch of one. `duration_s` is the
-    video's (the music's unless `options.duration_s` says otherwise)."""
+    video's (the music's unless `options.duration_s` says otherwise). Cuts "auto" need the video
+    (`soundtrack.prepare` resolves them first): from frames alone, none are sent."""
     options.check()
     contract.check_frames(frames)
     contract.check_fps(fps)
@@ -52,9 +53,9 @@ def build_stream_request(
         values[contract.HINT.name] = [options.hint.encode("utf-8")]
     if options.tags:
         values[contract.FIXED_TAGS.name] = [t.encode("utf-8") for t in options.tags]
-    if options.cuts_s:
+    if options.given_cuts:
         music_s = duration if duration is not None else contract.MAX_DURATION_S
-        values[contract.CUTS_S.name] = contract.check_cuts(list(options.cuts_s), music_s)
+        values[contract.CUTS_S.name] = contract.check_cuts(list(options.given_cuts), music_s)
     return {
         spec.name: np.ascontiguousarray(values[spec.name], dtype=spec.numpy_dtype)[None]
         for spec in contract.STREAM.inputs

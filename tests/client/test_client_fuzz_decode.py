@@ -16,15 +16,19 @@ from tests import videos
 SOURCES = (".mp4", ".mkv", ".avi", ".webm")
 TRUNCATE_AT = (0.0, 0.02, 0.3, 0.7, 0.97)  # fractions of the file kept
 CORRUPTIONS = 4  # seeded random corruptions per source
-# Runs in the child: every file through probe, then sample_frames; one JSON line per file.
+# Runs in the child: every file through probe, then sample_frames and the cut detection (`--cuts
+# auto` reads every frame); one JSON line per file.
 CHILD = """
 import json, sys
+from v2bgm_client.cuts import detect_cuts
 from v2bgm_client.errors import VideoError
 from v2bgm_client.video import probe, sample_frames
+from v2bgm_contract.interface import check_cuts
 for path in sys.argv[1:]:
     try:
         info = probe(path)
         sampled = sample_frames(path, info=info)
+        check_cuts(list(detect_cuts(path, info).cuts_s), info.duration_s)
         outcome = "ok" if len(sampled.frames) >= 1 else "no frames returned"
     except VideoError as exc:
         outcome = "VideoError" if str(exc).strip() and "\\n" not in str(exc) else repr(exc)

@@ -66,6 +66,9 @@ def test_python_api_returns_caption_tags_and_music(tmp_path, grpc_url):
     assert result.caption and result.tags
     assert result.audio_s == pytest.approx(4.0, abs=1 / result.sample_rate)
     assert not result.mux.reencoded
+    # Cuts "auto" by default, as on the command line: none in this clip, one section.
+    assert (result.cuts_source, result.cuts_s) == ("auto", ())
+    assert [s["label"] for s in result.sections] == ["[verse]"]
     with av.open(str(result.output_path)) as f:
         samples = np.concatenate([fr.to_ndarray().reshape(-1) for fr in f.decode(audio=0)])
     assert np.abs(samples).max() > 0  # the track holds the music, not silence

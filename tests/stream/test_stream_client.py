@@ -15,6 +15,7 @@ import pytest
 from v2bgm_client.mux import mux_audio
 
 from tests import videos
+from v2bgm import plan
 
 pytestmark = pytest.mark.server
 LOUDNESS_TOLERANCE_LU = 1.0
@@ -105,6 +106,7 @@ def test_cuts_given_make_the_sections_and_the_json_reports_them(tmp_path, grpc_u
     assert done.returncode == 0, done.stderr
     report = json.loads(done.stdout)
     assert report["cuts_s"] == [4.5, 5.5]  # as given; 5.5 is too close to carry a section
+    assert report["cuts_source"] == "given" and report["timings"]["detect_cuts"] == 0
     (output,) = report["outputs"]
     assert output["sections"] == [
         {"label": "[verse]", "start_s": 0.0, "end_s": 4.5},
@@ -115,6 +117,38 @@ def test_cuts_given_make_the_sections_and_the_json_reports_them(tmp_path, grpc_u
     assert videos.audio_duration(out) == pytest.approx(videos.video_duration(src), abs=0.05)
     bad = run_cli(str(src), "-o", str(tmp_path / "bad.mp4"), "--cuts", "12", "--url", grpc_url)
     assert bad.returncode != 0 and "CUTS_S" in bad.stderr and "10 s" in bad.stderr
+
+
+def test_cuts_found_in_the_video_make_the_sections(tmp_path, grpc_url):
+    # --cuts auto, the default: hard cuts at known times (5.6 too close to 4.3 to carry a
+    # section) and a cross-fade, which is no cut.
+    real = [4.3, 5.6, 8.6]
+    src = videos.make_shots(
+        tmp_path / "shots.mp4", 13, cuts_s=real, fades_s=[10.0], fade_s=1.0, fps=25, grain=4
+    )
+    done = run_cli(str(src), "-o", str(tmp_path / "scored.mp4"), "--json", "--url", grpc_url)
+    assert done.returncode == 0, done.stderr
+    report = json.loads(done.stdout)
+    assert report["cuts_source"] == "auto" and report["timings"]["detect_cuts"] > 0
+    found = report["cuts_s"]
+    assert len(found) == len(real) and all(
+        abs(f - r) <= 0.25 for f, r in zip(found, real, strict=True)
+    )
+    (output,) = report["outputs"]
+    sections = output["sections"]
+    kept = plan.kept_cuts(report["music_s"], found)
+    assert kept == [found[0], found[2]]
+    assert [s["label"] for s in sections] == ["[verse]", "[chorus]", "[outro]"]
+    boundaries = [s["start_s"] for s in sections[1:]]
+    assert all(abs(b - c) <= 0.5 for b, c in zip(boundaries, kept, strict=True))
+    assert sections[-1]["end_s"] == pytest.approx(13.0, abs=0.05)
+    # --cuts none: no CUTS_S (2 s of music, too short for an outro: one section).
+    args = ["--cuts", "none", "--duration", "2", "--json", "--url", grpc_url]
+    none = run_cli(str(src), "-o", str(tmp_path / "plain.mp4"), *args)
+    assert none.returncode == 0, none.stderr
+    report = json.loads(none.stdout)
+    assert (report["cuts_source"], report["cuts_s"]) == ("none", [])
+    assert report["outputs"][0]["sections"] == [{"label": "[verse]", "start_s": 0.0, "end_s": 2.0}]
 
 
 def test_batch_over_a_folder_then_resumed(tmp_path, grpc_url):
