@@ -7,7 +7,7 @@ frames stage 1 has made final, even while stage 1 goes on; `fill_chunks` fills a
 chunks (several compositions' at once share the teacher-forcing steps); `stage2_done`
 assembles a track from its chunks once they are all filled, with the same codes as filling
 the whole track at once. `compose` runs the steps for one request; the scheduler
-(`v2bgm.yue.scheduler`) moves many through the same steps at once, stage 2 behind stage 1.
+(`v2bgm.yue.scheduler`) moves many through the same steps at once.
 
 Decoding follows YuE's `infer.py`: each track's codes give 16 kHz audio (X-Codec, clamped to
 ±0.99 as the reference saves it) and 44.1 kHz audio (the vocoder, from the same RVQ embeddings);
@@ -212,7 +212,8 @@ class YuEComposer:
 
     def stage2_done(self, composition: Composition) -> None:
         """Assemble the tracks of a composition whose chunks are all filled; stage 2's time is
-        what it took after stage 1 ended (the rest ran behind stage 1)."""
+        what it took after stage 1 ended (chunks filled earlier, with `early_stage2`, ran behind
+        stage 1)."""
         c = composition
         for name in c.track_names:
             c.codes[name] = stage2.assemble([c.filled[name, i] for i in range(c.chunk_count)])
