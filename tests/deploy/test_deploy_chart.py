@@ -219,6 +219,19 @@ def test_existing_claim_replaces_the_created_one() -> None:
     assert claims == ["yue-weights"]
 
 
+def test_compile_cache_claim_is_mounted_and_named_to_the_server() -> None:
+    default = server_container(by_kind(manifests())["Deployment"])
+    assert "V2BGM_COMPILE_CACHE" not in env_of(default)  # the pod's /tmp keeps it
+    values = {"compileCache": {"existingClaim": "v2bgm-compile-cache", "mountPath": "/cc"}}
+    deployment = by_kind(manifests(values))["Deployment"]
+    server = server_container(deployment)
+    assert env_of(server)["V2BGM_COMPILE_CACHE"] == "/cc"
+    assert {"name": "compile-cache", "mountPath": "/cc"} in server["volumeMounts"]
+    volumes = {v["name"]: v for v in deployment["spec"]["template"]["spec"]["volumes"]}
+    claim = volumes["compile-cache"]["persistentVolumeClaim"]
+    assert claim == {"claimName": "v2bgm-compile-cache"}
+
+
 def test_notes_walk_to_a_first_request() -> None:
     text = notes()
     assert f"port-forward service/{RELEASE}-v2bgm 8001:8001" in text

@@ -6,7 +6,13 @@ from __future__ import annotations
 from pathlib import Path
 
 from v2bgm import admin_api
-from v2bgm.serve import MODEL_CONTROL_MODE, RestartBudget, TritonInstall, TritonServer
+from v2bgm.serve import (
+    COMPILE_CACHE_ENV,
+    MODEL_CONTROL_MODE,
+    RestartBudget,
+    TritonInstall,
+    TritonServer,
+)
 
 INSTALL = TritonInstall(Path("/opt/tritonserver/bin/tritonserver"), Path("/opt/backends"))
 
@@ -62,3 +68,14 @@ def test_metrics_bind_to_loopback_unless_told():
     assert "--metrics-address=127.0.0.1" in TritonServer(Path("r"), Path("w")).command(INSTALL)
     pod = TritonServer(Path("r"), Path("w"), metrics_address="10.1.2.3").command(INSTALL)
     assert "--metrics-address=10.1.2.3" in pod
+
+
+def test_compile_cache_directory_reaches_the_stubs_environment(monkeypatch, tmp_path):
+    server = TritonServer(Path("repo"), Path("weights"))
+    monkeypatch.delenv(COMPILE_CACHE_ENV, raising=False)
+    monkeypatch.delenv("TORCHINDUCTOR_CACHE_DIR", raising=False)
+    assert "TORCHINDUCTOR_CACHE_DIR" not in server.environment(INSTALL)  # torch's own default
+    monkeypatch.setenv(COMPILE_CACHE_ENV, str(tmp_path))
+    env = server.environment(INSTALL)
+    assert env["TORCHINDUCTOR_CACHE_DIR"] == str(tmp_path / "inductor")
+    assert env["TRITON_CACHE_DIR"] == str(tmp_path / "triton")
