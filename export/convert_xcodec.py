@@ -1,6 +1,6 @@
 """Convert YuE's X-Codec checkpoint to `transformers`' `XcodecModel` layout.
 
-    X=xcodec_mini_infer   # a clone of m-a-p/xcodec_mini_infer
+    X=xcodec_mini_infer   # m-a-p/xcodec_mini_infer (hub), or YuE's own commit 14153f7's copy
     python -m export.convert_xcodec --checkpoint $X/final_ckpt/ckpt_00360000.pth \\
         --config $X/final_ckpt/config.yaml --out WEIGHTS/xcodec
 
