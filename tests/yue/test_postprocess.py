@@ -151,3 +151,15 @@ def test_numpy_biquad_equals_scipy_lfilter(n):
     for b, a in (postprocess.lowpass_coefficients(44100), postprocess.highpass_coefficients(16000)):
         got = postprocess.iir2(x, b / a[0], a / a[0])
         np.testing.assert_allclose(got, scipy.signal.lfilter(b / a[0], a / a[0], x), atol=1e-12)
+
+
+def test_biquad_in_groups_of_blocks_equals_all_blocks_at_once():
+    """`iir2` bounds its scratch by taking its blocks' FFTs a group at a time: the same samples."""
+    from v2bgm.yue import postprocess
+
+    x = np.random.default_rng(7).uniform(-1, 1, 10 * postprocess.IIR_BLOCK + 123)
+    b, a = postprocess.lowpass_coefficients(44100)
+    b, a = b / a[0], a / a[0]
+    at_once = postprocess.iir2(x, b, a, group=1000)
+    for group in (1, 3, 11):
+        np.testing.assert_array_equal(postprocess.iir2(x, b, a, group=group), at_once)

@@ -39,6 +39,7 @@ from v2bgm.yue.stage1 import Stage1, Stage1Job
 from v2bgm.yue.stage2 import Stage2
 from v2bgm.yue.tokenizer import YuETokenizer
 from v2bgm.yue.vocoder import SAMPLE_RATE, Upsampler
+from v2bgm.yue.windows import decode_in_windows
 
 DECODE = "decode"
 STAGES = (stage1.STAGE, stage2.STAGE, DECODE)
@@ -239,12 +240,18 @@ class YuEComposer:
     def decode_tracks(
         self, codes: dict[str, np.ndarray], progress: Progress | None = None
     ) -> tuple[np.ndarray, dict[str, np.ndarray]]:
-        """Codes [8, T] per track -> the 44.1 kHz mix and each track's 44.1 kHz stem."""
+        """Codes [8, T] per track -> the 44.1 kHz mix and each track's 44.1 kHz stem (a long
+        track window by window: `v2bgm.yue.windows`)."""
         low: dict[str, np.ndarray] = {}  # 16 kHz, per track
         stems: dict[str, np.ndarray] = {}  # 44.1 kHz, per track
         for name, track in codes.items():
-            low[name] = np.clip(self.codec.decode(track), -CLAMP, CLAMP)
-            stems[name] = self.upsampler(self.codec.embeddings(track), track=name)[0]
+            low_hop = self.codec.sample_rate // tokens.FRAME_RATE
+            low[name] = np.clip(decode_in_windows(self.codec.decode, track, low_hop), -CLAMP, CLAMP)
+            stems[name] = decode_in_windows(
+                lambda part, name=name: self.upsampler(self.codec.embeddings(part), track=name)[0],
+                track,
+                self.upsampler.samples_per_frame,
+            )
             if progress is not None:
                 progress(DECODE, len(stems) / len(codes))
         high_mix = np.clip(sum(stems.values()), -CLAMP, CLAMP)
