@@ -17,7 +17,7 @@ import numpy as np
 from v2bgm_contract import events
 from v2bgm_contract import interface as contract
 
-from .api import DEFAULT_TIMEOUT_S, DEFAULT_URL
+from .api import DEFAULT_URL, request_timeout_s
 from .batch import is_done
 from .connection import TlsOptions, open_client
 from .errors import ClientError, ServerError
@@ -32,14 +32,17 @@ STREAM_END_WAIT_S = 5.0  # after Done, for the server's status (it comes within 
 async def stream_events(
     url: str,
     request: Mapping[str, np.ndarray],
-    timeout_s: float = DEFAULT_TIMEOUT_S,
+    timeout_s: float | None = None,
     tls: TlsOptions | None = None,
     retry: bool = True,
     after_audio: bool = False,
     rng: random.Random | None = None,
 ) -> AsyncIterator[events.Event | Retrying]:
     """Send `request` to the STREAM model at `url` (over TLS when `tls` is given); yield its
-    events until `Done`; retried as `stream.stream_events` is."""
+    events until `Done`; retried as `stream.stream_events` is (`timeout_s` None: from the music
+    asked for, `api.request_timeout_s`)."""
+    if timeout_s is None:
+        timeout_s = request_timeout_s(request)
     policy = StreamRetry(request, timeout_s, rng, after_audio, enabled=retry)
     while True:
         attempt = _stream_once(url, policy.request, policy.remaining_s(), tls)
@@ -127,7 +130,7 @@ async def make_soundtrack(
     url: str = DEFAULT_URL,
     options: SoundtrackOptions | None = None,
     on_event: OnEvent | None = None,
-    timeout_s: float = DEFAULT_TIMEOUT_S,
+    timeout_s: float | None = None,
     tls: TlsOptions | None = None,
 ) -> SoundtrackResult:
     """`soundtrack.make_soundtrack`, without blocking the event loop."""
@@ -156,7 +159,7 @@ async def make_soundtracks(
     options: SoundtrackOptions | None = None,
     concurrency: int = 2,
     on_event: Callable[[Path, events.Event], None] | None = None,
-    timeout_s: float = DEFAULT_TIMEOUT_S,
+    timeout_s: float | None = None,
     tls: TlsOptions | None = None,
 ) -> list[BatchItem]:
     """(input, output) pairs, at most `concurrency` in flight; one failure does not stop the

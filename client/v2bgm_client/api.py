@@ -30,7 +30,12 @@ if TYPE_CHECKING:
     from tritonclient.grpc import InferInput
 
 DEFAULT_URL = "localhost:8001"
-DEFAULT_TIMEOUT_S = 900.0  # captioning plus composing up to MAX_DURATION_S of music takes minutes
+# How long a call waits by default: captioning, a wait for a slot and composing take minutes, and
+# a composition's cost grows with its music (20 minutes of music: ~10 minutes of an H200's stage 1
+# alone, more with every slot busy), so DEFAULT_TIMEOUT_S, or TIMEOUT_PER_MUSIC_S per second of
+# music of all the soundtracks asked for (composed one after the other) when that is longer.
+DEFAULT_TIMEOUT_S = 900.0
+TIMEOUT_PER_MUSIC_S = 3.0
 _MAX_SAMPLE_RATE = 384_000
 # How gRPC words a connection failure (as opposed to a server that answered UNAVAILABLE).
 _UNREACHABLE = ("failed to connect", "connection refused", "errors resolving", "dns", "socket")
@@ -93,11 +98,34 @@ class ScoreResult:
     sections: list[dict] = field(default_factory=list)  # the plan the music follows
 
 
+def default_timeout_s(music_s: float, candidates: int = 1) -> float:
+    """Seconds a call for `candidates` soundtracks of `music_s` seconds waits by default."""
+    return max(DEFAULT_TIMEOUT_S, TIMEOUT_PER_MUSIC_S * music_s * candidates)
+
+
+def request_timeout_s(request: Mapping[str, np.ndarray]) -> float:
+    """`default_timeout_s` of a built request, the ensemble's or the stream's: its DURATION_S
+    (the stream's default, the video's: frames / FPS) and CANDIDATES."""
+
+    def first(name: str) -> float | None:
+        value = request.get(name)
+        return None if value is None else float(np.asarray(value).reshape(-1)[0])
+
+    music_s = first(contract.DURATION_S.name)
+    if music_s is None:
+        frames, fps = request.get(contract.FRAMES.name), first(contract.FPS.name)
+        known = frames is not None and fps
+        music_s = min(frames.shape[1] / fps, contract.MAX_DURATION_S) if known else 0.0
+    candidates = first(contract.CANDIDATES.name)
+    return default_timeout_s(music_s, 1 if candidates is None else int(candidates))
+
+
 def request_duration(video_duration_s: float) -> float:
     """DURATION_S for a video: its duration, but at least MIN_DURATION_S.
 
     Music for a shorter video is cut to the video when muxed. Longer than MAX_DURATION_S is
-    rejected earlier, by `probe`.
+    rejected earlier, by `probe`; longer than a server's own cap (an operator's setting, at most
+    MAX_DURATION_S), by that server.
     """
     return max(contract.MIN_DURATION_S, float(video_duration_s))
 
@@ -229,7 +257,7 @@ def infer_inputs(request: Mapping[str, np.ndarray]) -> list[InferInput]:
 def infer(
     url: str,
     request: Mapping[str, np.ndarray],
-    timeout_s: float = DEFAULT_TIMEOUT_S,
+    timeout_s: float | None = None,
     rng: random.Random | None = None,
     tls: TlsOptions | None = None,
 ) -> dict[str, np.ndarray | None]:
@@ -237,8 +265,10 @@ def infer(
     return its outputs by name.
 
     Retries an overloaded server (RETRY_CODES) with `backoff_delay` waits; every attempt and wait
-    fits in `timeout_s` altogether.
+    fits in `timeout_s` altogether (None: `request_timeout_s`, from the music asked for).
     """
+    if timeout_s is None:
+        timeout_s = request_timeout_s(request)
     # Imported here so probing, sampling and muxing work without the gRPC stack loaded.
     import tritonclient.grpc as grpcclient
     from tritonclient.utils import InferenceServerException
@@ -316,7 +346,7 @@ def score_video(
     output_path: str | Path,
     url: str = DEFAULT_URL,
     seed: int | None = None,
-    timeout_s: float = DEFAULT_TIMEOUT_S,
+    timeout_s: float | None = None,
     fps: float = contract.SAMPLE_FPS,
     max_frames: int = contract.MAX_FRAMES,
     vocals: bool = False,
@@ -330,7 +360,8 @@ def score_video(
     `seed` None picks a random one (returned in the result). `vocals` asks for sung lyrics,
     `hint` steers the music in words ("upbeat, no drums"), `fixed_tags` are YuE tags to keep,
     `tls` connects over TLS (`connection.TlsOptions`; None: plaintext), `cuts_s` are where the
-    music's sections may change: "auto" finds the cuts in the video, () sends none, or seconds.
+    music's sections may change: "auto" finds the cuts in the video, () sends none, or seconds;
+    `timeout_s` None waits `default_timeout_s` of the video's duration.
     Raises VideoError (bad input), MuxError (cannot write the output), ServerError (server down,
     rejected or failed) or interface.InvalidInput (a bad argument such as a seed out of range).
     """

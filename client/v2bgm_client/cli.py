@@ -19,7 +19,7 @@ from v2bgm_contract import interface as contract
 
 from . import audio, mux
 from .aio import make_soundtracks
-from .api import DEFAULT_TIMEOUT_S, DEFAULT_URL
+from .api import DEFAULT_TIMEOUT_S, DEFAULT_URL, TIMEOUT_PER_MUSIC_S
 from .batch import batch_outputs, list_inputs
 from .connection import TlsOptions
 from .cuts import AUTO
@@ -124,7 +124,7 @@ def parser() -> argparse.ArgumentParser:
         type=_positive,
         metavar="S",
         help=f"seconds of music (default: the video's; {contract.MIN_DURATION_S:g} to "
-        f"{contract.MAX_DURATION_S:g})",
+        f"{contract.MAX_DURATION_S:g}, or the server's lower cap)",
     )
     p.add_argument(
         "--candidates",
@@ -199,9 +199,9 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--timeout",
         type=_positive,
-        default=DEFAULT_TIMEOUT_S,
         metavar="S",
-        help=f"seconds to wait for the server (default {DEFAULT_TIMEOUT_S:g})",
+        help=f"seconds to wait for the server (default: {DEFAULT_TIMEOUT_S:g}, or "
+        f"{TIMEOUT_PER_MUSIC_S:g} per second of music of all soundtracks when longer)",
     )
     tls = p.add_argument_group("TLS (each certificate option implies --ssl)")
     tls.add_argument(

@@ -18,7 +18,7 @@ import numpy as np
 from v2bgm_contract import events
 
 from . import audio
-from .api import DEFAULT_TIMEOUT_S, DEFAULT_URL, request_duration
+from .api import DEFAULT_URL, request_duration
 from .connection import TlsOptions
 from .cuts import resolve_cuts
 from .errors import ServerError
@@ -242,12 +242,13 @@ def make_soundtrack(
     url: str = DEFAULT_URL,
     options: SoundtrackOptions | None = None,
     on_event: OnEvent | None = None,
-    timeout_s: float = DEFAULT_TIMEOUT_S,
+    timeout_s: float | None = None,
     tls: TlsOptions | None = None,
 ) -> SoundtrackResult:
     """Blocking: the video at `input_path` with music, written to `output` (or, for several
     candidates, OUTPUT-1, OUTPUT-2, ...). `on_event` sees every stream event as it arrives
-    (e.g. a progress bar); `tls` connects over TLS (None: plaintext). Raises VideoError,
+    (e.g. a progress bar); `tls` connects over TLS (None: plaintext); `timeout_s` None waits
+    `api.default_timeout_s` of the music asked for. Raises VideoError,
     MuxError, ServerError (TlsError for an unusable certificate) or InvalidInput."""
     options = options or SoundtrackOptions()
     prepared = prepare(input_path, output, options)

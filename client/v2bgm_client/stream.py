@@ -18,7 +18,7 @@ import numpy as np
 from v2bgm_contract import events
 from v2bgm_contract import interface as contract
 
-from .api import DEFAULT_TIMEOUT_S, server_error
+from .api import request_timeout_s, server_error
 from .connection import TlsOptions, open_client
 from .errors import ServerError
 from .options import SoundtrackOptions
@@ -115,7 +115,7 @@ def typed_error(
 def stream_events(
     url: str,
     request: Mapping[str, np.ndarray],
-    timeout_s: float = DEFAULT_TIMEOUT_S,
+    timeout_s: float | None = None,
     tls: TlsOptions | None = None,
     retry: bool = True,
     after_audio: bool = False,
@@ -124,7 +124,10 @@ def stream_events(
     """Send `request` to the STREAM model at `url` (over TLS when `tls` is given); yield its
     events until `Done`. A stream that fails with a retryable status before its audio is sent
     again within `timeout_s` (`v2bgm_client.retry`; `retry=False`: never; `after_audio=True`:
-    after audio too), announced by a `Retrying` event."""
+    after audio too), announced by a `Retrying` event. `timeout_s` None: `api.request_timeout_s`,
+    from the music asked for."""
+    if timeout_s is None:
+        timeout_s = request_timeout_s(request)
     policy = StreamRetry(request, timeout_s, rng, after_audio, enabled=retry)
     while True:
         attempt = _stream_once(url, policy.request, policy.remaining_s(), tls)

@@ -149,7 +149,7 @@ def _check_duration(path: Path, duration_s: float, margin_s: float = 0.0) -> Non
     if duration_s > contract.MAX_DURATION_S + margin_s:
         raise VideoError(
             f"{path}: video lasts {duration_s:.1f} s; the service takes at most "
-            f"{contract.MAX_DURATION_S:g} s"
+            f"{contract.MAX_DURATION_S:g} s ({contract.MAX_DURATION_S / 60:g} min)"
         )
 
 

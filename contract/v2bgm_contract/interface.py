@@ -24,7 +24,9 @@ MIN_FRAME_SIDE = 16
 
 # --- limits the server enforces again (a raw gRPC caller skips the client) ---------------------
 MIN_DURATION_S = 1.0
-MAX_DURATION_S = 300.0
+# The ceiling both sides check: 20 minutes of music, a long YouTube video. A server composes up to
+# its operator's cap, at most this (10 minutes by default; its INVALID_ARGUMENT names the cap).
+MAX_DURATION_S = 1200.0
 MAX_FPS = 240.0
 MAX_TAGS_BYTES = 1024
 MAX_LYRICS_BYTES = 16384

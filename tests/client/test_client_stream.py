@@ -47,7 +47,7 @@ def test_request_defaults_leave_seed_to_the_server_and_duration_to_the_option():
         (SoundtrackOptions(candidates=0), "candidates must be in [1, 4]"),
         (SoundtrackOptions(candidates=contract.MAX_CANDIDATES + 1), "candidates must be in"),
         (SoundtrackOptions(seed=-1), "SEED must be in"),
-        (SoundtrackOptions(duration_s=301.0), "DURATION_S must be in [1.0, 300.0]"),
+        (SoundtrackOptions(duration_s=1201.0), "DURATION_S must be in [1.0, 1200.0]"),
         (SoundtrackOptions(mode="louder"), "mode must be one of replace, mix, duck"),
         (SoundtrackOptions(lufs=3.0), "loudness target must be in [-40, -5] LUFS"),
         (SoundtrackOptions(lufs=float("nan")), "loudness target"),

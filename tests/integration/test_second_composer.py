@@ -21,6 +21,7 @@ from v2bgm_contract import interface as contract
 from tests.composers import sine_sweep
 from tests.reliability.servers import render_repository, start_server
 from tests.stream.test_stream_server import Stream, request
+from tests.stream.test_stream_server import tensor as stream_tensor
 from v2bgm.serve import TritonServer
 from v2bgm.triton import metrics
 
@@ -34,6 +35,7 @@ MODELS = (
     contract.STREAM_MODEL,
 )
 MUSIC_S = 2.0
+SIX_MINUTES_S = 360.0  # above the interface's old 300 s, within the default cap
 
 
 @pytest.fixture(scope="module")
@@ -103,6 +105,49 @@ def test_the_stream_shows_the_second_composers_own_stages(server: TritonServer) 
     assert set(composed["timings"]) == set(sine_sweep.SineSweep.stages)  # from TIMINGS
     done = events[-1][0]
     assert set(sine_sweep.SineSweep.stages) <= set(done["timings"])
+
+
+def test_six_minutes_of_music_through_the_ensemble_and_the_stream(server: TritonServer) -> None:
+    """A 6-minute video's music, within the default cap of 10 minutes: exactly as long, through
+    the served path a long YuE composition takes (the handler's checks, the ensemble, the stream).
+    The sine sweep stands in for YuE, whose tiny models take minutes of this CPU for 6 minutes of
+    music; YuE's own long path is tests/engine/test_long_music.py."""
+    client = grpcclient.InferenceServerClient(f"127.0.0.1:{server.grpc_port}")
+    video = np.random.default_rng(1).integers(0, 256, (1, 3, 64, 96, 3), dtype=np.uint8)
+    inputs = []
+    for name, value in (
+        ("FRAMES", video),
+        ("FPS", np.array([[3 / SIX_MINUTES_S]], np.float32)),  # 3 frames, one every 2 minutes
+        ("DURATION_S", np.array([[SIX_MINUTES_S]], np.float32)),
+        ("SEED", np.array([[5]], np.int64)),
+    ):
+        spec = next(t for t in contract.PIPELINE.inputs if t.name == name)
+        tensor = grpcclient.InferInput(name, list(value.shape), spec.datatype)
+        tensor.set_data_from_numpy(value)
+        inputs.append(tensor)
+    result = client.infer(contract.PIPELINE_MODEL, inputs, client_timeout=300)
+    audio = result.as_numpy("AUDIO")[0]
+    assert len(audio) == SIX_MINUTES_S * sine_sweep.SAMPLE_RATE
+    np.testing.assert_allclose(audio, expected(SIX_MINUTES_S, 5), atol=1e-6)
+    client.close()
+
+    stream = Stream(f"127.0.0.1:{server.grpc_port}")
+    stream.send(  # no DURATION_S: the video's, 3 frames at one every 2 minutes
+        [
+            stream_tensor(n, v)
+            for n, v in (("FRAMES", video[0]), ("FPS", [3 / SIX_MINUTES_S]), ("SEED", [5]))
+        ]
+    )
+    events = list(stream.events())
+    stream.client.stop_stream()
+    started = events[0][0]
+    assert started["type"] == "started" and started["duration_s"] == pytest.approx(SIX_MINUTES_S)
+    composed, audio = next((e, a) for e, a in events if e["type"] == "audio")
+    assert composed["audio_s"] == pytest.approx(SIX_MINUTES_S)
+    assert audio.shape == (1, SIX_MINUTES_S * sine_sweep.SAMPLE_RATE)
+    for event, _ in events:
+        if event["type"] == "progress":
+            assert event["music_s"] == pytest.approx(event["fraction"] * SIX_MINUTES_S)
 
 
 def test_metrics_follow_the_second_composers_stages(server: TritonServer) -> None:

@@ -228,6 +228,7 @@ def test_frames_out_of_limits_are_rejected(client, video, needle):
     [
         ("pop", 0.0, "DURATION_S"),
         ("pop", contract.MAX_DURATION_S + 1, "DURATION_S"),
+        ("pop", 601.0, "the operator's setting"),  # above the default cap, within the interface
         ("pop", float("nan"), "DURATION_S"),
         ("", 2.0, "TAGS"),
         ("x" * (contract.MAX_TAGS_BYTES + 1), 2.0, "TAGS"),
@@ -236,6 +237,22 @@ def test_frames_out_of_limits_are_rejected(client, video, needle):
 def test_composer_inputs_out_of_limits_are_rejected(client, tags, duration, needle):
     inputs = [tensor("TAGS", text(tags)), tensor("DURATION_S", np.array([duration], np.float32))]
     assert_invalid(client, contract.COMPOSER_MODEL, inputs, needle)
+
+
+def test_the_ensemble_refuses_music_above_the_cap_before_captioning(client, server):
+    """10 minutes is this server's cap (the configs' default): 601 s is within the interface, so
+    the captioner, first in the ensemble, refuses it with the cap's message and captions nothing."""
+    from tests.reliability.probes import metric
+
+    before = metric(server.metrics_port, "v2bgm_frames_captioned_total", contract.CAPTIONER_MODEL)
+    inputs = [
+        tensor("FRAMES", frames()),
+        tensor("FPS", np.array([0.005], np.float32)),  # 3 frames over 10 minutes
+        tensor("DURATION_S", np.array([601.0], np.float32)),
+    ]
+    assert_invalid(client, contract.PIPELINE_MODEL, inputs, "DURATION_S is 601 s", "600 s")
+    after = metric(server.metrics_port, "v2bgm_frames_captioned_total", contract.CAPTIONER_MODEL)
+    assert after == before
 
 
 def test_invalid_utf8_text_is_rejected(client):

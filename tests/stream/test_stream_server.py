@@ -141,7 +141,8 @@ def test_events_arrive_in_order_with_their_content(stream):
     ("options", "needles"),
     [
         ({"CANDIDATES": [contract.MAX_CANDIDATES + 1]}, ["CANDIDATES", "[1, 4]"]),
-        ({"DURATION_S": [900.0]}, ["DURATION_S", "300"]),
+        ({"DURATION_S": [900.0]}, ["DURATION_S is 900 s", "600 s", "the operator's setting"]),
+        ({"DURATION_S": [1300.0]}, ["DURATION_S", "1200"]),
         ({"FIXED_TAGS": [b"jaz"]}, ["jaz", "'jazz'"]),
     ],
 )

@@ -54,7 +54,8 @@ def test_candidate_seeds_follow_and_wrap():
     [
         ({"CANDIDATES": np.array([[9]], np.int32)}, "CANDIDATES must be in [1, 4], got 9"),
         ({"CANDIDATES": np.array([[0]], np.int32)}, "CANDIDATES must be in [1, 4], got 0"),
-        ({"DURATION_S": np.array([[0.5]], np.float32)}, "DURATION_S must be in [1.0, 300.0]"),
+        ({"DURATION_S": np.array([[0.5]], np.float32)}, "DURATION_S must be in [1.0, 1200.0]"),
+        ({"DURATION_S": np.array([[601.0]], np.float32)}, "more than this server composes: 600"),
         ({"SEED": np.array([[-3]], np.int64)}, "SEED must be in"),
         ({"HINT": np.array([[b"x" * 513]], np.object_)}, "HINT is 513 bytes"),
         ({"FIXED_TAGS": np.array([[b"jaz"]], np.object_)}, "jazz"),  # near matches
@@ -149,3 +150,20 @@ def test_composer_stops_within_a_token_of_a_cancel(weights: Path, tmp_path: Path
     assert {stage for stage, _ in calls} == {"stage1"}
     assert max(f for _, f in calls) < 0.1  # a long way from the end of stage 1
     assert stopped_s < 1.0
+
+
+def test_eta_grows_linearly_with_the_music():
+    """Costs are learned per second of music, so 6 minutes of music are estimated at 12 times 30
+    seconds', queued or mid-stage, and the rest of a stage follows its own pace."""
+    eta = Eta()
+    eta.learn({"stage1": 15.0, "stage2": 3.0, "decode": 0.6}, music_s=30.0)
+    short, long = 30.0, 360.0
+    assert eta.composition_s(long) == pytest.approx(12 * eta.composition_s(short))
+    assert eta.remaining_s(None, 0.0, 0.0, long, 0) == pytest.approx(
+        12 * eta.remaining_s(None, 0.0, 0.0, short, 0)
+    )
+    # just started stage 1 (below MIN_FRACTION: its pace is noise), then halfway at its own pace
+    assert eta.remaining_s("stage1", 0.0, 0.1, long, 0) == pytest.approx(12 * 18.6)
+    assert eta.remaining_s("stage1", 0.5, 90.0, long, 0) == pytest.approx(90 + 12 * 3.6)
+    # two more candidates of 6 minutes after this one
+    assert eta.remaining_s("decode", 0.5, 3.6, long, 2) == pytest.approx(3.6 + 2 * 12 * 18.6)

@@ -155,3 +155,14 @@ def test_the_stream_counts_requests_and_its_waits_but_no_music_of_its_own() -> N
     assert audio.observed == [12.5]
     failures = {m.labels[metrics.REASON_LABEL]: m.value for m in series[metrics.FAILURES]}
     assert failures[metrics.CANCELLED] == 1 and value(series, metrics.REQUESTS) == 1
+
+
+def test_the_buckets_reach_the_longest_music_with_room() -> None:
+    """20 minutes of music: ~620 s of an H200's stage 1 alone (194 tokens/s, 100 tokens a second
+    of music), ~1.3x that with every slot busy; a stream's first audio and the wait for a slot
+    come on top. The top finite bucket holds four times the music's length."""
+    buckets = metrics.STAGE_BUCKETS_S
+    assert list(buckets) == sorted(set(buckets))
+    assert buckets[-1] >= 4 * contract.MAX_DURATION_S
+    stage1_busy_s = 1.3 * contract.MAX_DURATION_S * 100 / 194
+    assert sum(1 for b in buckets if stage1_busy_s / 2 <= b <= 2 * stage1_busy_s) >= 4

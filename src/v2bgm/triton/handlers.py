@@ -30,6 +30,7 @@ from v2bgm.composer import (
     StageStats,
 )
 from v2bgm.tags import UnknownTag
+from v2bgm.triton import limits
 from v2bgm.triton.rows import (
     bytes_column,
     required,
@@ -61,15 +62,21 @@ class CaptionerHandler:
     stages = (CAPTIONING,)
     token_stages = (CAPTIONING,)
 
-    def __init__(self, captioner: VideoCaptioner) -> None:
+    def __init__(
+        self, captioner: VideoCaptioner, max_duration_s: float = limits.DEFAULT_MAX_DURATION_S
+    ) -> None:
         self.captioner = captioner
         self.slots = contract.CAPTIONER_MAX_BATCH  # videos in one forward, at most
+        # DURATION_S above the operator's cap is refused here, before captioning: in the ensemble
+        # the composer would refuse it anyway, after the captioner's work.
+        self.max_duration_s = max_duration_s
 
     @classmethod
     def load(cls, weights: Path, device: str, params: Params) -> CaptionerHandler:
+        cap = limits.max_duration_s(params)  # a bad value fails before the weights load
         captioner = VideoCaptioner.from_pretrained(weights, device)
         captioner.warm_up()  # a static cache: compiles the decoding step before the first request
-        return cls(captioner)
+        return cls(captioner, cap)
 
     def batch(self, requests: list[Tensors]) -> list[tuple[Result, dict[str, StageStats]]]:
         """All valid requests' videos in one forward; a bad request fails alone. (One forward
@@ -77,7 +84,7 @@ class CaptionerHandler:
         parsed: list[list[CaptionRequest] | Exception] = []
         for inputs in requests:
             try:
-                parsed.append([self.parse(row) for row in split_rows(inputs)])
+                parsed.append([self.parse(row, self.max_duration_s) for row in split_rows(inputs)])
             except (contract.InvalidInput, UnknownTag) as exc:
                 parsed.append(contract.InvalidInput(str(exc)))
         items = [r for p in parsed if isinstance(p, list) for r in p]
@@ -95,7 +102,9 @@ class CaptionerHandler:
         return answers
 
     @staticmethod
-    def parse(row: Tensors) -> CaptionRequest:
+    def parse(
+        row: Tensors, max_duration_s: float = limits.DEFAULT_MAX_DURATION_S
+    ) -> CaptionRequest:
         frames = row.get(contract.FRAMES.name)
         if frames is None:
             raise contract.InvalidInput(f"missing input {contract.FRAMES.name}")
@@ -104,7 +113,7 @@ class CaptionerHandler:
         contract.check_fps(fps)
         duration = scalar(row, contract.MUSIC_DURATION_S)
         if duration is not None:
-            contract.check_duration(float(duration))
+            limits.check_duration(float(duration), max_duration_s)
         fixed = texts(row, contract.FIXED_TAGS, contract.MAX_TAGS_BYTES)
         contract.check_fixed_tags(fixed)
         vocals = scalar(row, contract.VOCALS)
@@ -156,21 +165,25 @@ class ComposerHandler:
 
     spec = contract.COMPOSER
 
-    def __init__(self, composer: Composer) -> None:
+    def __init__(
+        self, composer: Composer, max_duration_s: float = limits.DEFAULT_MAX_DURATION_S
+    ) -> None:
         self.composer = composer
         self.stages = composer.stages
         self.token_stages = composer.token_stages
         self.slots = composer.slots
+        self.max_duration_s = max_duration_s  # the operator's cap (v2bgm.triton.limits)
 
     @classmethod
     def load(cls, weights: Path, device: str, params: Params) -> ComposerHandler:
+        cap = limits.max_duration_s(params)  # a bad value fails before the weights load
         options = ComposerOptions(
             slots=composer_slots(params),
             max_waiting=int(params.get("max_waiting") or DEFAULT_MAX_WAITING),
             precision=composer_precision(params),
         )
         name = params.get("composer") or composers.DEFAULT
-        return cls(composers.load(name, weights, device, options))
+        return cls(composers.load(name, weights, device, options), cap)
 
     def instrument(self, meter: Meter) -> None:
         """The composer reports its line for a slot to `meter` (the served model's metrics)."""
@@ -180,7 +193,9 @@ class ComposerHandler:
         """Start one request's composition; `answer` gets its outputs or its error, now (a bad
         request, no room) or from the composer's thread."""
         try:
-            request = self.parse(single_row(inputs, "one composition per request"))
+            request = self.parse(
+                single_row(inputs, "one composition per request"), self.max_duration_s
+            )
         except Exception as exc:
             answer(exc, {})
             return
@@ -216,13 +231,13 @@ class ComposerHandler:
         }
 
     @staticmethod
-    def parse(row: Tensors) -> MusicRequest:
+    def parse(row: Tensors, max_duration_s: float = limits.DEFAULT_MAX_DURATION_S) -> MusicRequest:
         tags = text(row, contract.TAGS, contract.MAX_TAGS_BYTES).strip()
         if not tags:
             raise contract.InvalidInput(f"{contract.TAGS.name} is empty")
         lyrics = text(row, contract.LYRICS, contract.MAX_LYRICS_BYTES)
         duration = float(required(row, contract.DURATION_S))
-        contract.check_duration(duration)
+        limits.check_duration(duration, max_duration_s)
         seed_value = scalar(row, contract.SEED)
         seed = 0 if seed_value is None else int(seed_value)
         contract.check_seed(seed)

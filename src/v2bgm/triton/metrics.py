@@ -75,11 +75,13 @@ CANCELLED = "cancelled"  # the caller cancelled or went away (not an error of ou
 UNAVAILABLE = "unavailable"  # refused at capacity (the composer's slots and line are full)
 FAILURE_REASONS = (INVALID_ARGUMENT, INTERNAL, CANCELLED, UNAVAILABLE)
 
-# From tiny models on a CPU (milliseconds) to a real stage 1 on long videos (many minutes); the
-# same buckets for the wait for a slot.
+# From tiny models on a CPU (milliseconds) to a real stage 1 on long videos: 20 minutes of music
+# (the interface's most) take ~10 minutes of an H200's stage 1 alone, more with every slot busy,
+# and a stream's first audio adds captioning and the wait for a slot; hence 750 and 1,500 s,
+# where such requests land, and the top 5,000 s. The same buckets for the wait for a slot.
 STAGE_BUCKETS_S = (
     0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 25.0, 50.0,
-    100.0, 250.0, 500.0, 1000.0, 2500.0, 5000.0,
+    100.0, 250.0, 500.0, 750.0, 1000.0, 1500.0, 2500.0, 5000.0,
 )  # fmt: skip
 
 

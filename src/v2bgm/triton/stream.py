@@ -24,7 +24,7 @@ from v2bgm_contract import events
 from v2bgm_contract import interface as contract
 
 from v2bgm.composer import Cancelled
-from v2bgm.triton import metrics, stream_job
+from v2bgm.triton import limits, metrics, stream_job
 from v2bgm.triton.eta import Eta
 from v2bgm.triton.progress_channel import CHANNEL_PARAMETER, ProgressChannel
 
@@ -134,6 +134,9 @@ def _text(tensor: Any) -> str:
 class StreamModel:
     def initialize(self, args: dict[str, Any]) -> None:
         self.logger = pb_utils.Logger
+        config = json.loads(args["model_config"])
+        params = {k: v["string_value"] for k, v in config.get("parameters", {}).items()}
+        self.max_duration_s = limits.max_duration_s(params)  # the composer's cap, checked first
         self.eta = Eta()
         self.metrics = metrics.ModelMetrics(  # its own: streams, failures, first event/audio
             pb_utils, args["model_name"], args["model_version"], role=metrics.STREAM,
@@ -180,7 +183,7 @@ class StreamModel:
             tensor = pb_utils.get_input_tensor_by_name(request, spec.name)
             if tensor is not None:
                 inputs[spec.name] = tensor.as_numpy()
-        job = stream_job.parse(inputs)
+        job = stream_job.parse(inputs, max_duration_s=self.max_duration_s)
         stream.send(events.Started(job.seed, job.candidates, job.duration_s, list(job.cuts_s)))
         clock = time.monotonic()
         caption, tags, lyrics = await self.caption(job, stream)

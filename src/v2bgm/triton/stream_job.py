@@ -14,6 +14,7 @@ import numpy as np
 from v2bgm_contract import interface as contract
 
 from v2bgm.tags import UnknownTag, resolve
+from v2bgm.triton import limits
 from v2bgm.triton.rows import required, scalar, single_row, text, texts, vector
 
 Tensors = dict[str, np.ndarray]
@@ -41,14 +42,22 @@ def draw_seed() -> int:
     return random.SystemRandom().randint(contract.SEED_MIN, contract.SEED_MAX)
 
 
-def default_duration(frames: int, fps: float) -> float:
-    """The video's length as its sampled frames tell it, within the interface's limits."""
-    return min(contract.MAX_DURATION_S, max(contract.MIN_DURATION_S, frames / fps))
+def default_duration(
+    frames: int, fps: float, max_duration_s: float = limits.DEFAULT_MAX_DURATION_S
+) -> float:
+    """The video's length as its sampled frames tell it, within the server's limits (a longer
+    video gets music up to the operator's cap, as it got up to the interface's before)."""
+    return min(max_duration_s, max(contract.MIN_DURATION_S, frames / fps))
 
 
-def parse(inputs: Tensors, seed_source: Callable[[], int] = draw_seed) -> StreamJob:
+def parse(
+    inputs: Tensors,
+    seed_source: Callable[[], int] = draw_seed,
+    max_duration_s: float = limits.DEFAULT_MAX_DURATION_S,
+) -> StreamJob:
     """Raise `interface.InvalidInput`, naming the tensor and the limit, for anything out of
-    range; fill in the defaults (duration: the video's; seed: a random one; one candidate)."""
+    range (DURATION_S: the interface's, then the operator's cap `max_duration_s`); fill in the
+    defaults (duration: the video's; seed: a random one; one candidate)."""
     row = single_row(inputs, "one video per stream")
     if contract.FRAMES.name not in row:
         raise contract.InvalidInput(f"missing input {contract.FRAMES.name}")
@@ -57,8 +66,11 @@ def parse(inputs: Tensors, seed_source: Callable[[], int] = draw_seed) -> Stream
     fps = float(required(row, contract.FPS))
     contract.check_fps(fps)
     duration = scalar(row, contract.TARGET_DURATION_S)
-    duration_s = default_duration(len(frames), fps) if duration is None else float(duration)
-    contract.check_duration(duration_s)
+    if duration is None:
+        duration_s = default_duration(len(frames), fps, max_duration_s)
+    else:
+        duration_s = float(duration)
+    limits.check_duration(duration_s, max_duration_s)
     seed = scalar(row, contract.SEED)
     seed = seed_source() if seed is None else int(seed)
     contract.check_seed(seed)
