@@ -1,9 +1,9 @@
 """Long music on the tiny models (CPU): stage 1 goes on section after section past its context
 window, and a long track is decoded in windows that join without a seam.
 
-Twenty minutes of music is 120,000 stage-1 tokens, seven times the 16,384-token window, and takes
-~10 minutes of this CPU with the tiny models; these tests shrink the window and the windows
-instead, so that the same code paths run in seconds.
+Twenty minutes of music is 120,000 stage-1 tokens, seven times the 16,384-token window, and took
+12 minutes of this 2-core CPU with the tiny models (src/v2bgm/yue/NOTES.md); these tests shrink the
+window and the windows instead, so that the same code paths run in seconds.
 """
 
 from __future__ import annotations
