@@ -69,21 +69,30 @@ def rising_pitch(audio: np.ndarray) -> tuple[float, float]:
     return crossings(audio[:fifth]), crossings(audio[-fifth:])
 
 
-def test_the_ensemble_answers_with_the_second_composers_music(server: TritonServer) -> None:
-    client = grpcclient.InferenceServerClient(f"127.0.0.1:{server.grpc_port}")
-    video = np.random.default_rng(0).integers(0, 256, (1, 2, 64, 96, 3), dtype=np.uint8)
+def pipeline_inputs(
+    video: np.ndarray, fps: float, duration_s: float, seed: int
+) -> list[grpcclient.InferInput]:
+    """The ensemble's inputs for `video` [1, T, H, W, 3]."""
     inputs = []
     for name, value in (
         ("FRAMES", video),
-        ("FPS", np.array([[1.0]], np.float32)),
-        ("DURATION_S", np.array([[MUSIC_S]], np.float32)),
-        ("SEED", np.array([[7]], np.int64)),
+        ("FPS", np.array([[fps]], np.float32)),
+        ("DURATION_S", np.array([[duration_s]], np.float32)),
+        ("SEED", np.array([[seed]], np.int64)),
     ):
         spec = next(t for t in contract.PIPELINE.inputs if t.name == name)
         tensor = grpcclient.InferInput(name, list(value.shape), spec.datatype)
         tensor.set_data_from_numpy(value)
         inputs.append(tensor)
-    result = client.infer(contract.PIPELINE_MODEL, inputs, client_timeout=300)
+    return inputs
+
+
+def test_the_ensemble_answers_with_the_second_composers_music(server: TritonServer) -> None:
+    client = grpcclient.InferenceServerClient(f"127.0.0.1:{server.grpc_port}")
+    video = np.random.default_rng(0).integers(0, 256, (1, 2, 64, 96, 3), dtype=np.uint8)
+    result = client.infer(
+        contract.PIPELINE_MODEL, pipeline_inputs(video, 1.0, MUSIC_S, 7), client_timeout=300
+    )
     audio = result.as_numpy("AUDIO")[0]
     assert int(result.as_numpy("SAMPLE_RATE")[0, 0]) == sine_sweep.SAMPLE_RATE
     np.testing.assert_allclose(audio, expected(MUSIC_S, 7), atol=1e-6)
@@ -114,17 +123,8 @@ def test_six_minutes_of_music_through_the_ensemble_and_the_stream(server: Triton
     music; YuE's own long path is tests/engine/test_long_music.py."""
     client = grpcclient.InferenceServerClient(f"127.0.0.1:{server.grpc_port}")
     video = np.random.default_rng(1).integers(0, 256, (1, 3, 64, 96, 3), dtype=np.uint8)
-    inputs = []
-    for name, value in (
-        ("FRAMES", video),
-        ("FPS", np.array([[3 / SIX_MINUTES_S]], np.float32)),  # 3 frames, one every 2 minutes
-        ("DURATION_S", np.array([[SIX_MINUTES_S]], np.float32)),
-        ("SEED", np.array([[5]], np.int64)),
-    ):
-        spec = next(t for t in contract.PIPELINE.inputs if t.name == name)
-        tensor = grpcclient.InferInput(name, list(value.shape), spec.datatype)
-        tensor.set_data_from_numpy(value)
-        inputs.append(tensor)
+    fps = 3 / SIX_MINUTES_S  # 3 frames, one every 2 minutes
+    inputs = pipeline_inputs(video, fps, SIX_MINUTES_S, 5)
     result = client.infer(contract.PIPELINE_MODEL, inputs, client_timeout=300)
     audio = result.as_numpy("AUDIO")[0]
     assert len(audio) == SIX_MINUTES_S * sine_sweep.SAMPLE_RATE

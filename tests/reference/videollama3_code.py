@@ -9,13 +9,11 @@ requirements.txt), not this repository's 5.x, so it runs in a scratch venv of it
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
-import subprocess
 from pathlib import Path
 
-import numpy as np
+from tests.reference.scratch_run import run_in_venv
 
 ROOT = Path(__file__).resolve().parents[2]
 CODE_ENV = "V2BGM_VIDEOLLAMA3_REFERENCE"
@@ -70,25 +68,4 @@ def run(request: dict, work: Path) -> tuple[dict, dict]:
     """Run videollama3_runner.py in their environment; returns its arrays and its report."""
     interpreter = python()
     assert interpreter is not None
-    path = work / "request.json"
-    path.write_text(json.dumps(request))
-    env = {
-        **os.environ,
-        "HF_HOME": str(work / "hf"),  # the remote-code module cache, kept out of ~/.cache
-        "HF_HUB_OFFLINE": "1",
-        "TRANSFORMERS_OFFLINE": "1",
-        "PYTHONPATH": "",
-    }
-    done = subprocess.run(
-        [str(interpreter), str(RUNNER), str(path)],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=RUN_TIMEOUT_S,
-    )
-    if done.returncode != 0:
-        raise RuntimeError(f"their code failed (exit {done.returncode}):\n{done.stderr[-4000:]}")
-    out = Path(request["out"])
-    with np.load(out) as arrays:
-        results = {k: arrays[k] for k in arrays.files}
-    return results, json.loads(out.with_suffix(".json").read_text())
+    return run_in_venv(interpreter, RUNNER, request, work, RUN_TIMEOUT_S)

@@ -12,14 +12,13 @@ tensorboard and more, which this repository does not need, so it runs in a scrat
 
 from __future__ import annotations
 
-import json
 import os
-import subprocess
 from pathlib import Path
 
 import numpy as np
 
 from tests.reference import yue_code
+from tests.reference.scratch_run import run_in_venv
 
 ROOT = Path(__file__).resolve().parents[2]
 CODE_ENV = "V2BGM_XCODEC_REFERENCE"
@@ -67,26 +66,5 @@ def run(request: dict, work: Path) -> tuple[dict[str, np.ndarray], dict]:
     interpreter, code = python(), code_dir()
     assert interpreter is not None and code is not None
     request = {**request, "code": str(code), "infer": str(yue_code.inference_dir() / "infer.py")}
-    path = work / "request.json"
-    path.write_text(json.dumps(request))
-    env = {
-        **os.environ,
-        "HF_HOME": str(work / "hf"),
-        "HF_HUB_OFFLINE": "1",
-        "TRANSFORMERS_OFFLINE": "1",
-        "PYTHONPATH": "",
-        "MPLCONFIGDIR": str(work / "mpl"),  # their utils import matplotlib
-    }
-    done = subprocess.run(
-        [str(interpreter), str(RUNNER), str(path)],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=RUN_TIMEOUT_S,
-    )
-    if done.returncode != 0:
-        raise RuntimeError(f"their code failed (exit {done.returncode}):\n{done.stderr[-4000:]}")
-    out = Path(request["out"])
-    with np.load(out) as arrays:
-        results = {k: arrays[k] for k in arrays.files}
-    return results, json.loads(out.with_suffix(".json").read_text())
+    mpl = {"MPLCONFIGDIR": str(work / "mpl")}  # their utils import matplotlib
+    return run_in_venv(interpreter, RUNNER, request, work, RUN_TIMEOUT_S, env=mpl)
