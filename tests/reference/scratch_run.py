@@ -10,6 +10,14 @@ from pathlib import Path
 
 import numpy as np
 
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def venv_python(env: str, venv: str) -> Path | None:
+    """The interpreter of a scratch venv: $`env`, else reference/`venv`; None when absent."""
+    path = Path(os.environ.get(env) or ROOT / "reference" / venv / "bin" / "python")
+    return path if path.is_file() else None
+
 
 def run_in_venv(
     interpreter: Path,

@@ -13,7 +13,7 @@ import os
 import shutil
 from pathlib import Path
 
-from tests.reference.scratch_run import run_in_venv
+from tests.reference.scratch_run import run_in_venv, venv_python
 
 ROOT = Path(__file__).resolve().parents[2]
 CODE_ENV = "V2BGM_VIDEOLLAMA3_REFERENCE"
@@ -32,8 +32,7 @@ def code_dir() -> Path | None:
 
 def python() -> Path | None:
     """The scratch venv's interpreter, or None."""
-    path = Path(os.environ.get(PYTHON_ENV) or ROOT / "reference" / ".venv-vl3" / "bin" / "python")
-    return path if path.is_file() else None
+    return venv_python(PYTHON_ENV, ".venv-vl3")
 
 
 def missing() -> str | None:

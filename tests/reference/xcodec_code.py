@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from tests.reference import yue_code
-from tests.reference.scratch_run import run_in_venv
+from tests.reference.scratch_run import run_in_venv, venv_python
 
 ROOT = Path(__file__).resolve().parents[2]
 CODE_ENV = "V2BGM_XCODEC_REFERENCE"
@@ -37,10 +37,7 @@ def code_dir() -> Path | None:
 
 def python() -> Path | None:
     """The scratch venv's interpreter, or None."""
-    path = Path(
-        os.environ.get(PYTHON_ENV) or ROOT / "reference" / ".venv-xcodec" / "bin" / "python"
-    )
-    return path if path.is_file() else None
+    return venv_python(PYTHON_ENV, ".venv-xcodec")
 
 
 def missing() -> str | None:
