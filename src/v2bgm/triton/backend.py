@@ -11,7 +11,6 @@ Imported only inside Triton's Python-backend stub, where `triton_python_backend_
 
 from __future__ import annotations
 
-import json
 import traceback
 from pathlib import Path
 from typing import Any, Protocol
@@ -24,7 +23,7 @@ from v2bgm_contract.interface import InvalidInput, ModelSpec
 from v2bgm import checkpoints
 from v2bgm.composer import Busy, Cancelled, Meter, Progress, StageStats
 from v2bgm.devices import triton_device
-from v2bgm.triton import metrics
+from v2bgm.triton import metrics, model_configs
 from v2bgm.triton.progress_channel import request_progress
 
 Tensors = dict[str, np.ndarray]
@@ -67,8 +66,7 @@ class BackendModel:
         raise NotImplementedError
 
     def initialize(self, args: dict[str, Any]) -> None:
-        config = json.loads(args["model_config"])
-        params = {k: v["string_value"] for k, v in config.get("parameters", {}).items()}
+        params = model_configs.parameters(args["model_config"])
         device = triton_device(args["model_instance_kind"], int(args["model_instance_device_id"]))
         weights = checkpoints.weights_root(params.get("weights") or None)
         self.logger = pb_utils.Logger

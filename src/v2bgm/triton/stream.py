@@ -24,7 +24,7 @@ from v2bgm_contract import events
 from v2bgm_contract import interface as contract
 
 from v2bgm.composer import Cancelled
-from v2bgm.triton import limits, metrics, stream_job
+from v2bgm.triton import limits, metrics, model_configs, stream_job
 from v2bgm.triton.eta import Eta
 from v2bgm.triton.progress_channel import CHANNEL_PARAMETER, ProgressChannel
 
@@ -134,8 +134,7 @@ def _text(tensor: Any) -> str:
 class StreamModel:
     def initialize(self, args: dict[str, Any]) -> None:
         self.logger = pb_utils.Logger
-        config = json.loads(args["model_config"])
-        params = {k: v["string_value"] for k, v in config.get("parameters", {}).items()}
+        params = model_configs.parameters(args["model_config"])
         self.max_duration_s = limits.max_duration_s(params)  # the composer's cap, checked first
         self.eta = Eta()
         self.metrics = metrics.ModelMetrics(  # its own: streams, failures, first event/audio
