@@ -188,8 +188,8 @@ def _stream_once(
             if finished:
                 return
     finally:
-        # Left early: cancel, and the server stops. Not once done: seen with Triton 2.51, a
-        # cancel right after the final response (two streams in flight) left the streaming
-        # model's stub unable to shut down (the server hit its exit timeout).
+        # Left early: cancel, and the server stops. Not once done: a finished stream needs no
+        # cancel, and Triton 2.51 leaks a stream cancelled while its final flag is in flight
+        # (the server now sends that flag apart from `done`; docs/reliability.md).
         client.stop_stream(cancel_requests=not finished)
         client.close()

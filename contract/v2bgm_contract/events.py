@@ -11,11 +11,12 @@ Each response carries one JSON object in its EVENT tensor: `{"type": ..., <field
   left for the whole request (None until there is a basis for one).
 - `audio` once per candidate: the AUDIO and SAMPLE_RATE tensors of the same response hold it;
   `sections` is the plan the music follows (`[{"label", "start_s", "end_s"}]`).
-- `done` last (the response with Triton's final flag): seconds per stage, summed over candidates.
+- `done` last: seconds per stage, summed over candidates. Triton's final flag follows alone (an
+  empty response, seen only by callers that ask for empty final responses).
 
 A failure ends the stream with an `error` event (a gRPC status name from `STATUS_CODES` and the
 message: Triton 2.51's stream protocol carries no status per response), then Triton's error
-response, whose message starts with the same status name.
+response, whose message starts with the same status name, then the final flag alone.
 Used by the server to write events and by the client to read them; numpy and json only.
 """
 

@@ -2,8 +2,10 @@
 flight, through `v2bgm-serve` (raw tritonclient, as a backend service might call it): the server
 still serves, and SIGTERM still ends it cleanly (exit 0 within the exit timeout, no stub left).
 
-An earlier session saw this leave the streaming model's stub unable to shut down with Triton 2.51
-(the server hit its exit timeout), which is why the client never cancels a finished stream."""
+Triton 2.51 leaks a stream cancelled while the response carrying its final flag is being
+written, and the server then waits out its exit timeout (1 in 3 runs of these steps did): the
+streaming model sends that flag alone, after `done` (v2bgm.triton.stream.FINAL_FLAG_DELAY_S;
+docs/reliability.md)."""
 
 from __future__ import annotations
 

@@ -253,3 +253,38 @@ def test_cancel_during_captioning_stops_waiting_at_once(grpc_url, server):
         time.sleep(0.1)
     after = metrics(server)  # its late answer was dropped: nothing was composed for it
     assert series(after, "v2bgm_requests_total", contract.COMPOSER_MODEL) == composed_before
+
+
+@pytest.mark.parametrize("options", [{"DURATION_S": [MUSIC_S]}, {"CANDIDATES": [9]}])
+def test_the_final_flag_comes_alone_after_the_last_event(grpc_url, options):
+    """`done` (or the error) is an ordinary response and Triton's final flag follows alone:
+    Triton 2.51 leaks a stream whose caller cancels while the response carrying the final flag
+    is being written (stream.FINAL_FLAG_DELAY_S). A caller that asks for empty final responses
+    sees it; other callers see `done` last, as before."""
+    client = grpcclient.InferenceServerClient(grpc_url)
+    answers: queue.Queue = queue.Queue()
+    client.start_stream(callback=lambda result, error: answers.put((result, error)))
+    try:
+        client.async_stream_infer(
+            contract.STREAM_MODEL, request(**options), enable_empty_final_response=True
+        )
+        got = []  # (event type, or "error" / "empty"; the response's final flag)
+        while not got or not got[-1][1]:
+            result, error = answers.get(timeout=WAIT_S)
+            if error is not None:
+                got.append(("triton error", False))
+                continue
+            response = result.get_response()
+            final = response.parameters["triton_final_response"].bool_param
+            kind = json.loads(result.as_numpy("EVENT")[0, 0])["type"] if response.outputs else ""
+            got.append((kind or "empty", final))
+    finally:
+        client.stop_stream()
+        client.close()
+    ends = (
+        [("done", False)]
+        if "DURATION_S" in options
+        else [("error", False), ("triton error", False)]
+    )
+    assert got[-len(ends) - 1 :] == [*ends, ("empty", True)], got
+    assert all(not final for _, final in got[:-1])

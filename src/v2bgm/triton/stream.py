@@ -29,6 +29,15 @@ from v2bgm.triton.eta import Eta
 from v2bgm.triton.progress_channel import CHANNEL_PARAMETER, ProgressChannel
 
 POLL_S = 0.1  # how often a composing stream forwards progress and checks for cancellation
+# Triton 2.51's gRPC stream handler leaks a stream (its request, and with it the streaming model,
+# which then never unloads: shutdown waits out the exit timeout) when the caller cancels while the
+# response carrying the final flag is still being written (fixed in Triton 24.12, server PR #7840;
+# docs/reliability.md). So a stream's last event goes out as an ordinary response and the final
+# flag follows alone, once that write is likely done: a cancel meanwhile meets an open request, a
+# path Triton's cancellation handles. The wait grows with the audio queued ahead of the last event
+# (a slow reader), at an assumed rate.
+FINAL_FLAG_DELAY_S = 0.1
+FINAL_FLAG_BYTES_PER_S = 200e6
 CAPTIONING = "captioning"  # the timing key of the captioner's stage (its handler's stage name)
 
 
@@ -49,6 +58,7 @@ class Stream:
         self.started = time.monotonic()
         self.meter = meter
         self.sent_event = self.sent_audio = False
+        self.audio_bytes = 0  # sent so far: the writes the final flag waits behind
 
     def elapsed_s(self) -> float:
         return time.monotonic() - self.started
@@ -56,20 +66,26 @@ class Stream:
     def cancelled(self) -> bool:
         return self.sender.is_cancelled()
 
-    def send(self, event: events.Event, final: bool = False) -> None:
+    def send(self, event: events.Event) -> None:
         tensors = [
             pb_utils.Tensor(contract.EVENT.name, np.array([[events.encode(event)]], np.object_))
         ]
         if isinstance(event, events.Composed) and event.audio is not None:
+            audio = event.audio.astype(np.float32)[None]
+            self.audio_bytes += audio.nbytes
             tensors += [
-                pb_utils.Tensor(contract.AUDIO.name, event.audio.astype(np.float32)[None]),
+                pb_utils.Tensor(contract.AUDIO.name, audio),
                 pb_utils.Tensor(
                     contract.SAMPLE_RATE.name, np.array([[event.sample_rate]], np.int32)
                 ),
             ]
-        flags = pb_utils.TRITONSERVER_RESPONSE_COMPLETE_FINAL if final else 0
-        self.sender.send(pb_utils.InferenceResponse(output_tensors=tensors), flags=flags)
+        self.sender.send(pb_utils.InferenceResponse(output_tensors=tensors))
         self._measure(isinstance(event, events.Composed))
+
+    async def end(self, event: events.Event) -> None:
+        """The stream's last event, then the final flag (FINAL_FLAG_DELAY_S says why apart)."""
+        self.send(event)
+        await self._final_flag()
 
     def _measure(self, audio: bool) -> None:
         if self.meter is None:
@@ -81,17 +97,20 @@ class Stream:
             self.sent_audio = True
             self.meter.first_audio(self.elapsed_s())
 
-    def fail(self, message: str, code: int) -> None:
+    async def fail(self, message: str, code: int) -> None:
         """End the stream: a typed `error` event (the status a caller acts on), then Triton's
-        error response, its message opening with the same status name for raw callers."""
+        error response, its message opening with the same status name for raw callers, then
+        the final flag."""
         status = status_name(code)
         with contextlib.suppress(Exception):  # a cancelled stream may take nothing more
             self.send(events.Error(status, message))
         error = pb_utils.TritonError(f"{status}: {message}", code)
-        self.sender.send(
-            pb_utils.InferenceResponse(output_tensors=[], error=error),
-            flags=pb_utils.TRITONSERVER_RESPONSE_COMPLETE_FINAL,
-        )
+        self.sender.send(pb_utils.InferenceResponse(output_tensors=[], error=error))
+        await self._final_flag()
+
+    async def _final_flag(self) -> None:
+        await asyncio.sleep(FINAL_FLAG_DELAY_S + self.audio_bytes / FINAL_FLAG_BYTES_PER_S)
+        self.sender.send(flags=pb_utils.TRITONSERVER_RESPONSE_COMPLETE_FINAL)
 
 
 FAILURE_OF_CODE = {  # a step's status -> the stream's failure reason (metrics)
@@ -158,17 +177,17 @@ class StreamModel:
             await self.run(request, stream)
         except contract.InvalidInput as exc:
             failure = metrics.INVALID_ARGUMENT
-            stream.fail(str(exc), pb_utils.TritonError.INVALID_ARG)
+            await stream.fail(str(exc), pb_utils.TritonError.INVALID_ARG)
         except Cancelled as exc:
             failure = metrics.CANCELLED
-            stream.fail(str(exc), pb_utils.TritonError.CANCELLED)
+            await stream.fail(str(exc), pb_utils.TritonError.CANCELLED)
         except StepFailed as exc:
             failure = FAILURE_OF_CODE.get(status_name(exc.code), metrics.INTERNAL)
-            stream.fail(str(exc), exc.code)
+            await stream.fail(str(exc), exc.code)
         except Exception as exc:
             failure = metrics.INTERNAL
             self.logger.log_error(traceback.format_exc())
-            stream.fail(
+            await stream.fail(
                 f"internal error: {type(exc).__name__}: {exc}", pb_utils.TritonError.INTERNAL
             )
         finally:
@@ -201,7 +220,7 @@ class StreamModel:
                 candidate, seed, rate, len(audio) / rate, stages_s, audio, sections
             )
             stream.send(composed)
-        stream.send(events.Done({**timings, "total": stream.elapsed_s()}), final=True)
+        await stream.end(events.Done({**timings, "total": stream.elapsed_s()}))
 
     async def caption(self, job: stream_job.StreamJob, stream: Stream) -> tuple[str, str, str]:
         """The captioner's answer; a cancel stops the wait at once (the captioner cannot be
