@@ -104,8 +104,9 @@ clean:
 bench-gpu:
 	OUT=$${OUT:-out} tests/gpu/bench.sh
 
-# What the lent GPU machine lacks, for tests/gpu/ (see tests/gpu/README.md).
-GPU_WHEELS := numpy==1.26.4 protobuf==4.25.9 python-rapidjson==1.25
+# What the lent GPU machine lacks, for tests/gpu/ (see tests/gpu/README.md): accelerate (the
+# models load with device_map) and psutil, the one requirement of it that transformers lacks.
+GPU_WHEELS := numpy==1.26.4 protobuf==4.25.9 python-rapidjson==1.25 accelerate==1.15.0 psutil==7.2.2
 gpu-bundle: setup
 	rm -rf .gpu && mkdir -p .gpu
 	tar -C $(TRITON_HOME) -cJf .gpu/triton312.tar.xz pytriton/tritonserver/bin \

@@ -17,6 +17,9 @@ printf '%s\n%s\n%s\n%s\n' "$ROOT/src" "$ROOT/contract" "$ROOT/client" "$TORCH_SI
 # when it finds it. Hide them from this numpy-1.26 venv (find_spec answers None for them).
 echo 'import sys; [sys.modules.setdefault(m, None) for m in ("sklearn", "scipy", "pandas")]' \
   > "$SITE/zz_hide_numpy2_builds.pth"
+# The models load with device_map, which needs accelerate (carried, with psutil) and what it
+# imports from /opt/torch (transformers' own requirements): stop here, naming what is missing.
+"$VENV/bin/python" -c "import accelerate, huggingface_hub, packaging, psutil, safetensors, yaml" >&2
 mkdir -p .cache/pytriton_wheel
 tar -C .cache/pytriton_wheel -xJf .gpu/triton312.tar.xz
 echo "$VENV/bin"

@@ -29,7 +29,7 @@ from transformers import AutoProcessor, VideoLlama3ForConditionalGeneration
 from transformers.video_utils import VideoMetadata
 
 from v2bgm import checkpoints
-from v2bgm.devices import model_dtype
+from v2bgm.devices import model_dtype, placed_on
 from v2bgm.tags import families_for, resolve, vocabulary
 from v2bgm.videollama3 import prompt
 from v2bgm.videollama3.constrained import CAPTION, LYRICS, GrammarLogitsProcessor, GrammarParts
@@ -101,8 +101,10 @@ class VideoCaptioner:
     @classmethod
     def from_pretrained(cls, root: str | Path, device: str = "cpu") -> VideoCaptioner:
         path = Path(root) / checkpoints.VIDEOLLAMA3
-        model = VideoLlama3ForConditionalGeneration.from_pretrained(path, dtype=model_dtype(device))
-        return cls(model.to(device).eval(), AutoProcessor.from_pretrained(path))
+        model = VideoLlama3ForConditionalGeneration.from_pretrained(
+            path, dtype=model_dtype(device), **placed_on(device)
+        )
+        return cls(model.eval(), AutoProcessor.from_pretrained(path))
 
     def warm_up(self) -> None:
         """Compile what the first requests would otherwise wait for (static cache only)."""

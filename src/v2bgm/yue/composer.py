@@ -29,7 +29,7 @@ from transformers import AutoModelForCausalLM, XcodecModel
 
 from v2bgm import checkpoints
 from v2bgm.composer import Cancelled, Music, MusicRequest, Progress, StageStats
-from v2bgm.devices import model_dtype
+from v2bgm.devices import model_dtype, placed_on
 from v2bgm.engine.llama import StaticLlama
 from v2bgm.plan import OUTRO, Section, plan_sections
 from v2bgm.yue import stage1, stage2, tokens
@@ -121,12 +121,16 @@ class YuEComposer:
         cls, root: str | Path, device: str = "cpu", slots: int = 16, precision: str = "bf16"
     ) -> YuEComposer:
         """`slots`: stage-1 requests the engine decodes side by side; `precision`: of stage 1's
-        matrices ("bf16": as loaded; "fp8": v2bgm.engine.linear). Stage 2 stays as loaded."""
+        matrices ("bf16": as loaded; "fp8": v2bgm.engine.linear). Stage 2 stays as loaded.
+        Each checkpoint loads straight onto `device` (`v2bgm.devices.placed_on`)."""
         root = Path(root)
         dtype = model_dtype(device)
-        s1 = AutoModelForCausalLM.from_pretrained(root / checkpoints.YUE_STAGE1, dtype=dtype)
-        s2 = AutoModelForCausalLM.from_pretrained(root / checkpoints.YUE_STAGE2, dtype=dtype)
-        s1, s2 = s1.to(device).eval(), s2.to(device).eval()
+        s1 = AutoModelForCausalLM.from_pretrained(
+            root / checkpoints.YUE_STAGE1, dtype=dtype, **placed_on(device)
+        ).eval()
+        s2 = AutoModelForCausalLM.from_pretrained(
+            root / checkpoints.YUE_STAGE2, dtype=dtype, **placed_on(device)
+        ).eval()
         tokenizer = YuETokenizer(root / checkpoints.YUE_TOKENIZER)
         return cls(
             Stage1(StaticLlama(s1, precision=precision), tokenizer, slots=slots),
@@ -296,10 +300,12 @@ def made_sections(composition: Composition) -> list[Section]:
 
 
 def load_decoder(root: Path, device: str) -> tuple[XcodecDecoder, Upsampler]:
-    """X-Codec (fp32) and YuE's 44.1 kHz vocoder."""
-    xcodec = XcodecModel.from_pretrained(root / checkpoints.XCODEC, dtype=torch.float32)
+    """X-Codec (fp32) and YuE's 44.1 kHz vocoder, loaded onto `device`."""
+    xcodec = XcodecModel.from_pretrained(
+        root / checkpoints.XCODEC, dtype=torch.float32, **placed_on(device)
+    )
     return (
-        XcodecDecoder(xcodec.to(device).eval()),
+        XcodecDecoder(xcodec.eval()),
         Upsampler.from_pretrained(root / checkpoints.YUE_VOCODER, device),
     )
 

@@ -12,6 +12,7 @@ un-clamped embeddings; clamping or mixing is the caller's (see `postprocess.reco
 
 from __future__ import annotations
 
+import zipfile
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Literal
@@ -42,13 +43,20 @@ class Upsampler:
 
     @classmethod
     def from_pretrained(cls, folder: str | Path, device: str | torch.device = "cpu") -> Upsampler:
+        """Each decoder built on the meta device and given its file's tensors, read from the
+        file (memory-mapped) straight onto `device`: no random initialisation, no copy of the
+        whole state on the host."""
         folder = Path(folder)
         config = VocosConfig.from_yaml(folder / CONFIG_FILE)
         decoders = {}
         for track, name in DECODER_FILES.items():
-            decoder = VocosDecoder(config)
-            state = torch.load(folder / name, map_location="cpu", weights_only=True)
-            decoder.load_state_dict(state, strict=True)
+            with torch.device("meta"):
+                decoder = VocosDecoder(config)
+            path = folder / name
+            state = torch.load(
+                path, map_location=device, weights_only=True, mmap=zipfile.is_zipfile(path)
+            )  # mmap needs torch.save's zip format (a legacy .pth is read whole)
+            decoder.load_state_dict(state, strict=True, assign=True)
             decoders[track] = decoder.to(device=device, dtype=torch.float32).eval()
         return cls(decoders)
 
