@@ -89,13 +89,26 @@ class NoMeter:
         pass
 
 
+# How much a composer warms up before it serves (`ComposerOptions.warm_up`): "full", every shape
+# a request may meet (on a GPU: compilations and CUDA graphs); "first", only what the first
+# request needs, the rest when a request first meets it.
+WARM_UPS = ("full", "first")
+Lap = Callable[[str], None]  # called with the name of each loading or warm-up phase as it ends
+
+
+def no_lap(phase: str) -> None:
+    """A `Lap` that keeps nothing (no one times this load)."""
+
+
 @dataclass(frozen=True)
 class ComposerOptions:
-    """What the served model's config says of a composer."""
+    """What the served model's config says of a composer, and where its cold start is timed."""
 
     slots: int = 16  # requests computed at once
     max_waiting: int = 8  # beyond the slots, before refusing with Busy
     precision: str = "bf16"  # of the weights, where the composer offers a choice ("fp8")
+    warm_up: str = "full"  # one of WARM_UPS
+    lap: Lap | None = None  # the served model's cold-start timer (v2bgm.triton.coldstart)
 
 
 class Composer(Protocol):

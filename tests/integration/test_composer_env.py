@@ -1,6 +1,7 @@
 """The composer's environment overrides reach its stub on a real tritonserver (one server for
-both): $V2BGM_COMPOSER_SLOTS its slots metric and its line, not the config's (4 on the CPU);
-$V2BGM_MAX_DURATION_S its cap on DURATION_S, not the config's 600 s."""
+all): $V2BGM_COMPOSER_SLOTS its slots metric and its line, not the config's (4 on the CPU);
+$V2BGM_MAX_DURATION_S its cap on DURATION_S, not the config's 600 s; $V2BGM_COMPOSER_WARM_UP=first
+its warm-up (the first request's path alone, as its cold-start line says), and it still serves."""
 
 from __future__ import annotations
 
@@ -14,8 +15,8 @@ from v2bgm_contract import interface as contract
 
 from tests.reliability.probes import metric
 from tests.reliability.servers import render_repository, start_server
-from v2bgm.triton import limits
-from v2bgm.triton.handlers import SLOTS_ENV
+from v2bgm.triton import coldstart, limits
+from v2bgm.triton.handlers import SLOTS_ENV, WARM_UP_ENV
 
 pytestmark = pytest.mark.server
 
@@ -38,15 +39,20 @@ def compose(url: str, duration_s: float):
         client.close()
 
 
-def test_the_environment_overrides_the_configs_slots_and_cap(
+def test_the_environment_overrides_the_configs_slots_cap_and_warm_up(
     weights: Path, tmp_path: Path, monkeypatch
 ):
     monkeypatch.setenv(SLOTS_ENV, "2")
     monkeypatch.setenv(limits.ENV, f"{CAP_S:g}")
+    monkeypatch.setenv(WARM_UP_ENV, "first")
     repo = render_repository(tmp_path / "repo", (contract.COMPOSER_MODEL,))
-    server = start_server(repo, weights, tmp_path / "tritonserver.log")
+    log = tmp_path / "tritonserver.log"
+    server = start_server(repo, weights, log)
     url = f"127.0.0.1:{server.grpc_port}"
     try:
+        phases = coldstart.read_lines(log.read_text())[contract.COMPOSER_MODEL]["phases"]
+        warm_up = [p["phase"] for p in phases if p["phase"].startswith("warm-up")]
+        assert warm_up == ["warm-up: first request"]
         assert metric(server.metrics_port, "v2bgm_slots", contract.COMPOSER_MODEL) == 2
         with pytest.raises(InferenceServerException) as err:
             compose(url, CAP_S + 1)

@@ -91,7 +91,8 @@ def test_the_served_loaders_put_every_weight_on_the_device(weights: Path, device
         return original(cls, *args, **kwargs)
 
     monkeypatch.setattr(PreTrainedModel, "from_pretrained", classmethod(recorded))
-    composer = YuEComposer.from_pretrained(weights, device, slots=2)
+    laps = []
+    composer = YuEComposer.from_pretrained(weights, device, slots=2, lap=laps.append)
     on = torch.device(device)
     for engine in (composer.stage1.decoder.model, composer.stage2_engine.model):
         tensors = [engine.embed, engine.norm, engine.lm_head.weight, engine.cos]
@@ -101,6 +102,7 @@ def test_the_served_loaders_put_every_weight_on_the_device(weights: Path, device
         assert engine.device == on and {t.device for t in tensors} == {on}
     assert {p.device for p in composer.codec.model.parameters()} == {on}
     assert composer.upsampler.device == on
+    assert laps == ["weights: yue-s1", "weights: yue-s2", "weights: x-codec, vocoder"]
     captioner = VideoCaptioner.from_pretrained(weights, device)
     assert {p.device for p in captioner.model.parameters()} == {on}
     assert captioner.model.dtype == model_dtype(device)

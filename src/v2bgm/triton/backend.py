@@ -21,9 +21,9 @@ from v2bgm_contract import events
 from v2bgm_contract.interface import InvalidInput, ModelSpec
 
 from v2bgm import checkpoints
-from v2bgm.composer import Busy, Cancelled, Meter, Progress, StageStats
+from v2bgm.composer import Busy, Cancelled, Lap, Meter, Progress, StageStats
 from v2bgm.devices import triton_device
-from v2bgm.triton import metrics, model_configs
+from v2bgm.triton import coldstart, metrics, model_configs
 from v2bgm.triton.progress_channel import request_progress
 
 Tensors = dict[str, np.ndarray]
@@ -59,19 +59,22 @@ class ConcurrentHandler(Handler, Protocol):
 
 
 class BackendModel:
-    """Loads its handler in `initialize` (`load`, set by the model.py adapter)."""
+    """Loads its handler in `initialize` (`load`, set by the model.py adapter), and logs where
+    the cold start went (`v2bgm.triton.coldstart`)."""
 
     @staticmethod
-    def load(weights: Path, device: str, params: dict[str, str]) -> Handler:
+    def load(weights: Path, device: str, params: dict[str, str], lap: Lap | None = None) -> Handler:
+        """The handler, loaded and warmed up; `lap(phase)` as each phase ends."""
         raise NotImplementedError
 
     def initialize(self, args: dict[str, Any]) -> None:
         params = model_configs.parameters(args["model_config"])
         device = triton_device(args["model_instance_kind"], int(args["model_instance_device_id"]))
+        cold = coldstart.ColdStart(args["model_name"], device)
         weights = checkpoints.weights_root(params.get("weights") or None)
         self.logger = pb_utils.Logger
         self.logger.log_info(f"{args['model_name']}: loading {weights} on {device}")
-        self.handler = self.load(weights, device, params)
+        self.handler = self.load(weights, device, params, cold.lap)
         self.metrics = metrics.ModelMetrics(
             pb_utils,
             args["model_name"],
@@ -83,6 +86,8 @@ class BackendModel:
         )
         self.started()
         self.metrics.ready(True, self.handler.slots)
+        cold.lap("metrics")
+        self.logger.log_info(cold.line())
 
     def started(self) -> None:
         """The handler is loaded and the metrics exist (before the first request)."""

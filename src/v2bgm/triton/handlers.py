@@ -21,13 +21,16 @@ from v2bgm_contract import interface as contract
 
 from v2bgm import composers
 from v2bgm.composer import (
+    WARM_UPS,
     Composer,
     ComposerOptions,
+    Lap,
     Meter,
     Music,
     MusicRequest,
     Progress,
     StageStats,
+    no_lap,
 )
 from v2bgm.tags import UnknownTag
 from v2bgm.triton import limits
@@ -55,6 +58,9 @@ DEFAULT_MAX_WAITING = 8  # beyond the slots, before refusing (`max_waiting`)
 # window of stage-1 cache (~1.2 GB at full size), so a smaller card wants fewer.
 SLOTS_ENV = "V2BGM_COMPOSER_SLOTS"
 PRECISION_ENV = "V2BGM_COMPOSER_PRECISION"  # overrides the config's `precision` ("bf16", "fp8")
+# Overrides the config's `warm_up`: "full" (default) or "first", only the first request's path
+# before the server is ready (v2bgm.composer.WARM_UPS; docs/speed.md, Cold start).
+WARM_UP_ENV = "V2BGM_COMPOSER_WARM_UP"
 
 
 class CaptionerHandler:
@@ -72,10 +78,15 @@ class CaptionerHandler:
         self.max_duration_s = max_duration_s
 
     @classmethod
-    def load(cls, weights: Path, device: str, params: Params) -> CaptionerHandler:
+    def load(
+        cls, weights: Path, device: str, params: Params, lap: Lap | None = None
+    ) -> CaptionerHandler:
         cap = limits.max_duration_s(params)  # a bad value fails before the weights load
+        lap = lap or no_lap
         captioner = VideoCaptioner.from_pretrained(weights, device)
+        lap("weights: videollama3")
         captioner.warm_up()  # a static cache: compiles the decoding step before the first request
+        lap(f"warm-up ({captioner.cache} cache)")
         return cls(captioner, cap)
 
     def batch(self, requests: list[Tensors]) -> list[tuple[Result, dict[str, StageStats]]]:
@@ -160,6 +171,17 @@ def composer_precision(params: Params, environ: Mapping[str, str] = os.environ) 
     return given or ComposerOptions.precision
 
 
+def composer_warm_up(params: Params, environ: Mapping[str, str] = os.environ) -> str:
+    """$V2BGM_COMPOSER_WARM_UP, else the config's `warm_up`, else "full"; a value not in
+    WARM_UPS stops the model from loading, naming where it came from."""
+    given = environ.get(WARM_UP_ENV, "").strip()
+    source = f"${WARM_UP_ENV}" if given else "the model config's warm_up"
+    value = given or params.get("warm_up", "").strip() or ComposerOptions.warm_up
+    if value not in WARM_UPS:
+        raise ValueError(f"{source} must be one of {', '.join(WARM_UPS)}, got {value!r}")
+    return value
+
+
 class ComposerHandler:
     """Hands each request to the composer and answers it when its music is done."""
 
@@ -175,12 +197,16 @@ class ComposerHandler:
         self.max_duration_s = max_duration_s  # the operator's cap (v2bgm.triton.limits)
 
     @classmethod
-    def load(cls, weights: Path, device: str, params: Params) -> ComposerHandler:
+    def load(
+        cls, weights: Path, device: str, params: Params, lap: Lap | None = None
+    ) -> ComposerHandler:
         cap = limits.max_duration_s(params)  # a bad value fails before the weights load
         options = ComposerOptions(
             slots=composer_slots(params),
             max_waiting=int(params.get("max_waiting") or DEFAULT_MAX_WAITING),
             precision=composer_precision(params),
+            warm_up=composer_warm_up(params),
+            lap=lap,
         )
         name = params.get("composer") or composers.DEFAULT
         return cls(composers.load(name, weights, device, options), cap)

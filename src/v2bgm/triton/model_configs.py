@@ -63,6 +63,7 @@ class PythonModel:
     slots: dict[str, int] | None = None
     composer: str | None = None  # the composer to load (v2bgm.composers), for the composer
     precision: str | None = None  # of the composer's weights ("bf16"; "fp8": stage 1 in FP8)
+    warm_up: str | None = None  # the composer's warm-up before ready: "full" or "first"
     max_duration_s: float | None = None  # the operator's cap on DURATION_S (v2bgm.triton.limits)
 
 
@@ -80,6 +81,7 @@ PYTHON_MODELS = (
         slots={"KIND_GPU": 16, "KIND_CPU": 4},
         composer="yue-v1",
         precision="bf16",
+        warm_up="full",
         max_duration_s=MAX_DURATION_S,
     ),
 )
@@ -136,6 +138,8 @@ def python_model_config(model: PythonModel, kind: str) -> str:
         values["composer"] = model.composer
     if model.precision is not None:
         values["precision"] = model.precision
+    if model.warm_up is not None:
+        values["warm_up"] = model.warm_up
     if model.slots is not None:
         values |= {"slots": model.slots[kind], "max_waiting": model.queue.max_size}
     if model.max_duration_s is not None:

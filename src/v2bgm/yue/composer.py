@@ -28,7 +28,16 @@ import torch
 from transformers import AutoModelForCausalLM, XcodecModel
 
 from v2bgm import checkpoints
-from v2bgm.composer import Cancelled, Music, MusicRequest, Progress, StageStats
+from v2bgm.composer import (
+    WARM_UPS,
+    Cancelled,
+    Lap,
+    Music,
+    MusicRequest,
+    Progress,
+    StageStats,
+    no_lap,
+)
 from v2bgm.devices import model_dtype, placed_on
 from v2bgm.engine.llama import StaticLlama
 from v2bgm.plan import OUTRO, Section, plan_sections
@@ -118,24 +127,36 @@ class YuEComposer:
 
     @classmethod
     def from_pretrained(
-        cls, root: str | Path, device: str = "cpu", slots: int = 16, precision: str = "bf16"
+        cls,
+        root: str | Path,
+        device: str = "cpu",
+        slots: int = 16,
+        precision: str = "bf16",
+        lap: Lap | None = None,
     ) -> YuEComposer:
         """`slots`: stage-1 requests the engine decodes side by side; `precision`: of stage 1's
         matrices ("bf16": as loaded; "fp8": v2bgm.engine.linear). Stage 2 stays as loaded.
-        Each checkpoint loads straight onto `device` (`v2bgm.devices.placed_on`)."""
-        root = Path(root)
+        Each checkpoint loads straight onto `device` (`v2bgm.devices.placed_on`); `lap` hears
+        each part's name as it is loaded."""
+        root, lap = Path(root), lap or no_lap
         dtype = model_dtype(device)
         s1 = AutoModelForCausalLM.from_pretrained(
             root / checkpoints.YUE_STAGE1, dtype=dtype, **placed_on(device)
         ).eval()
+        stage1_engine = StaticLlama(s1, precision=precision)
+        lap("weights: yue-s1")
         s2 = AutoModelForCausalLM.from_pretrained(
             root / checkpoints.YUE_STAGE2, dtype=dtype, **placed_on(device)
         ).eval()
+        stage2_engine = StaticLlama(s2)
+        lap("weights: yue-s2")
         tokenizer = YuETokenizer(root / checkpoints.YUE_TOKENIZER)
+        decoder = load_decoder(root, device)
+        lap("weights: x-codec, vocoder")
         return cls(
-            Stage1(StaticLlama(s1, precision=precision), tokenizer, slots=slots),
-            Stage2(StaticLlama(s2), rows=STAGE2_ROWS),
-            *load_decoder(root, device),
+            Stage1(stage1_engine, tokenizer, slots=slots),
+            Stage2(stage2_engine, rows=STAGE2_ROWS),
+            *decoder,
         )
 
     # -- the steps ----------------------------------------------------------------------------
@@ -274,14 +295,26 @@ class YuEComposer:
         self.stage2_done(c)
         return self.decode(c)
 
-    def warm_up(self) -> None:
-        """Compile and capture the common shapes before the first request (on a GPU this
-        takes tens of seconds; a request would otherwise pay it)."""
+    def warm_up(self, mode: str = "full", lap: Lap | None = None) -> None:
+        """Compile and capture before the first request (on a GPU this takes tens of seconds;
+        a request would otherwise pay it). `mode` (v2bgm.composer.WARM_UPS): "full", the common
+        shapes: one request, every stage-2 shape, stage 1 with two requests; "first", the
+        first request alone: later shapes are captured (and compiled) when a request first
+        meets them (`StepGraphs`). `lap` hears each phase's name as it ends."""
+        if mode not in WARM_UPS:
+            raise ValueError(f"warm-up must be one of {', '.join(WARM_UPS)}, got {mode!r}")
+        lap = lap or no_lap
         request = MusicRequest(tags=WARM_UP_TAGS, duration_s=1.0, lyrics=WARM_UP_LYRICS)
         self.compose(request)  # one request; stage 2 with two tracks
-        self.stage2_engine.capture()  # every stage-2 shape a longer or busier request meets
+        lap("warm-up: first request")
+        if mode == "first":
+            return
+        # every stage-2 shape a longer or busier request meets
+        graphs = self.stage2_engine.capture()
+        lap(f"warm-up: stage-2 shapes ({graphs} graphs)")
         with torch.inference_mode():  # several requests decoding at once
             self.stage1.run([self.plan(replace(request, seed=s)).stage1 for s in (0, 1)])
+        lap("warm-up: stage 1, two requests")
 
 
 def made_sections(composition: Composition) -> list[Section]:

@@ -38,6 +38,7 @@ from v2bgm.composer import (
     MusicRequest,
     NoMeter,
     Progress,
+    no_lap,
 )
 from v2bgm.yue.composer import Chunk, Composition, YuEComposer
 
@@ -240,8 +241,10 @@ def _finished(composition: Composition) -> bool:
 
 def load(weights: Path, device: str, options: ComposerOptions) -> YuEScheduler:
     """The registry's loader of "yue-v1" (v2bgm.composers): load, warm up, serve."""
+    lap = options.lap or no_lap
+    lap("imports: composer")  # this module and what it imports, imported for this call
     composer = YuEComposer.from_pretrained(
-        weights, device, slots=options.slots, precision=options.precision
+        weights, device, slots=options.slots, precision=options.precision, lap=lap
     )
-    composer.warm_up()
+    composer.warm_up(options.warm_up, lap=lap)
     return YuEScheduler(composer, max_waiting=options.max_waiting)
