@@ -71,6 +71,13 @@ RESTART_WINDOW_S = 600.0
 # docker/health.py (`live` passes meanwhile: a restart reloads weights for minutes).
 STARTING_FILE_ENV = "V2BGM_STARTING_FILE"
 DEFAULT_STARTING_FILE = "/tmp/v2bgm-starting"
+# Before the instances' stubs, the Python backend starts one stub per model only to let model.py
+# complete its config (`auto_complete_config`, which no model here has): it imports model.py, so
+# torch and transformers, one more time, and the instances wait for it (17 s of a 49-s cold start
+# on a 2-core CPU, 2026-12-05). Every config here is complete (rendered by
+# v2bgm.triton.model_configs), so it is skipped; extra arguments may ask for it again.
+NO_AUTO_COMPLETE_FLAG = "--disable-auto-complete-config"
+AUTO_COMPLETE_FLAGS = (NO_AUTO_COMPLETE_FLAG, "--strict-model-config")
 # A directory for what torch.compile builds at load (Inductor's graphs, Triton's kernels). Unset:
 # torch's default under /tmp, which a restart of the same container finds again; on a volume
 # that outlives the pod (the chart's `compileCache`), a new pod finds it too. One H200,
@@ -252,6 +259,8 @@ class TritonServer:
             cmd.append(f"--model-config-name={CPU_CONFIG_NAME}")
         if not any(arg.startswith("--model-control-mode") for arg in self.extra_args):
             cmd.append(f"--model-control-mode={MODEL_CONTROL_MODE}")
+        if not any(arg.startswith(AUTO_COMPLETE_FLAGS) for arg in self.extra_args):
+            cmd.append(NO_AUTO_COMPLETE_FLAG)
         return cmd + self.extra_args
 
     def environment(self, install: TritonInstall) -> dict[str, str]:

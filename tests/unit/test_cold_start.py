@@ -10,6 +10,7 @@ from types import SimpleNamespace
 import pytest
 
 from v2bgm.composer import WARM_UPS, ComposerOptions
+from v2bgm.serve import NO_AUTO_COMPLETE_FLAG, TritonInstall, TritonServer
 from v2bgm.triton import coldstart
 from v2bgm.triton.handlers import WARM_UP_ENV, composer_warm_up
 from v2bgm.yue.composer import YuEComposer
@@ -169,3 +170,13 @@ def test_warm_up_first_runs_the_first_request_alone(mode, calls, laps):
 def test_an_unknown_warm_up_is_refused():
     with pytest.raises(ValueError, match="warm-up must be one of full, first"):
         YuEComposer.warm_up(Recording(), "none")  # type: ignore[arg-type]
+
+
+# -- the server's command ------------------------------------------------------------------------
+def test_the_server_skips_the_auto_complete_stubs_unless_asked():
+    install = TritonInstall(Path("/x/tritonserver"), Path("/x/backends"))
+    cmd = TritonServer(Path("repo"), Path("weights")).command(install)
+    assert cmd.count(NO_AUTO_COMPLETE_FLAG) == 1
+    own = ["--strict-model-config=false"]  # auto-complete on, asked for
+    cmd = TritonServer(Path("repo"), Path("weights"), extra_args=own).command(install)
+    assert NO_AUTO_COMPLETE_FLAG not in cmd and cmd[-1] == own[0]
