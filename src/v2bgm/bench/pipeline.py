@@ -3,6 +3,13 @@ many at once, with the GPU memory every process holds.
 
     python -m v2bgm.bench.pipeline --weights models/full --out out/
 
+Its cold start too: `ready_s` (start to ready), each model's cold-start line from the server log
+(`cold_start`: seconds and host-memory peak per phase, v2bgm.triton.coldstart) and the host memory
+of tritonserver and of each Python-backend stub from /proc/PID/status (`host_memory_mib`: VmHWM,
+the process's peak so far, at ready and at the end of the run). `--device cpu` runs the same on
+the CPU (small weights and short videos: `--weights models/tiny --durations 5 --concurrent 2
+--concurrent-s 5`).
+
 The request is what the client sends for a video (`build_request`: one frame per second, 448x252,
 random pixels so VideoLLaMA3 keeps every visual token: its worst case); the time is the gRPC call,
 caption to 44.1 kHz music. The client's own work (decoding frames, muxing) runs where the client
@@ -12,12 +19,14 @@ runs; `python -m v2bgm.bench.client` measures it.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import re
 import subprocess
 import threading
 import time
 import urllib.request
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -25,7 +34,8 @@ import numpy as np
 import tritonclient.grpc as grpcclient
 from v2bgm_contract import interface as contract
 
-from v2bgm.serve import TritonServer
+from v2bgm.serve import STUB_NAME, TritonServer, stub_args
+from v2bgm.triton import coldstart
 
 ROOT = Path(__file__).resolve().parents[3]
 FRAME_SHAPE = (252, 448, 3)  # a 16:9 video after the client's resize
@@ -101,6 +111,22 @@ def timed_alone(url: str, port: int, seconds: float, seed: int) -> dict:
     return result
 
 
+def host_memory(
+    server_pid: int,
+    stubs: Callable[[int], dict[int, list[str]]] = stub_args,
+    proc: Path = Path("/proc"),
+) -> dict[str, dict[str, int]]:
+    """tritonserver's memory and each of its Python-backend stubs', by model (a stub's command
+    line names its model.py: .../MODEL/VERSION/model.py), in MiB from /proc/PID/status."""
+    found = {"tritonserver": coldstart.memory_mib(server_pid, proc)}
+    for pid, args in sorted(stubs(server_pid).items()):
+        model = Path(args[1]).parent.parent.name if len(args) > 1 else STUB_NAME
+        found[model if model not in found else f"{model} (pid {pid})"] = coldstart.memory_mib(
+            pid, proc
+        )
+    return found
+
+
 class MemoryWatch:
     """The most GPU memory (MiB) each process held while the watch ran (nvidia-smi, 0.5 s)."""
 
@@ -144,26 +170,35 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--durations", type=float, nargs="+", default=[10.0, 30.0, 60.0])
     parser.add_argument("--concurrent", type=int, default=8, help="requests in flight at once")
     parser.add_argument("--concurrent-s", type=float, default=30.0, help="their video length")
+    parser.add_argument("--device", choices=("gpu", "cpu"), default="gpu")
     args = parser.parse_args(argv)
     args.out.mkdir(parents=True, exist_ok=True)
+    gpu = args.device == "gpu"
+    log_path = args.out / "tritonserver.log"
+    log_start = log_path.stat().st_size if log_path.exists() else 0  # the server appends to it
     server = TritonServer(
         repository=ROOT / "model_repository",
         weights=args.weights,
-        gpu=True,
-        log_path=args.out / "tritonserver.log",
+        gpu=gpu,
+        log_path=log_path,
         home=ROOT / ".cache" / "pytriton_wheel",
     )
     report: dict = {"gpu": subprocess.run(
         ["nvidia-smi", "--query-gpu=name", "--format=csv,noheader"],
-        capture_output=True, text=True, check=False).stdout.strip()}  # fmt: skip
+        capture_output=True, text=True, check=False).stdout.strip() if gpu else None}  # fmt: skip
     started = time.perf_counter()
     server.start()
+    assert server.process is not None
     try:
         server.wait_ready(900)
         report["ready_s"] = round(time.perf_counter() - started, 1)  # loading + warm-up
+        report["host_memory_mib"] = {"at_ready": host_memory(server.process.pid)}
+        with log_path.open("rb") as log:  # this run's cold-start lines
+            log.seek(log_start)
+            report["cold_start"] = coldstart.read_lines(log.read().decode(errors="replace"))
         save(report, args.out)
         url = f"127.0.0.1:{server.grpc_port}"
-        with MemoryWatch() as memory:
+        with MemoryWatch() if gpu else contextlib.nullcontext() as memory:
             # first request: anything not warmed up yet (its time says how much that is)
             report["first_call"] = call(url, 10.0, 99)
             save(report, args.out)
@@ -186,8 +221,10 @@ def main(argv: list[str] | None = None) -> int:
             "each_s": [r["seconds"] for r in results],
             "music_s_per_wall_s": round(sum(r["audio_s"] for r in results) / wall, 3),
         }
-        report["gpu_memory_peak_mib"] = memory.peak
+        if memory is not None:
+            report["gpu_memory_peak_mib"] = memory.peak
         report["stage_mean_s"] = stage_means(server.metrics_port)
+        report["host_memory_mib"]["at_end"] = host_memory(server.process.pid)
     finally:
         report["exit_code"] = server.stop()
         save(report, args.out)
