@@ -116,4 +116,6 @@ gpu-bundle: setup
 	  -d .gpu $(GPU_WHEELS)
 	tar -C $$($(PY) -c "import sysconfig; print(sysconfig.get_paths()['purelib'])") \
 	  -czf .gpu/tritonclient.tar.gz tritonclient
+	# the peer (tests/gpu/yue_peer.py): YuE's code, trimmed, and the wheels it lacks there
+	if [ -f reference/YuE/inference/infer.py ]; then tests/gpu/bundle_peer.sh; fi
 	du -sh .gpu

@@ -29,7 +29,10 @@ An exception of the script ends it as it would end `python infer.py`; the runner
 message, the script's lines in its traceback) with what the script had made: `raw_output` (stage
 1's whole sequence), the `.npy` files it saved, the audio it wrote.
 
-The request (JSON): root, argv, widths (optional), out (.npz; a .json beside it gets the report).
+The request (JSON): root, argv, widths (optional), out (.npz; a .json beside it gets the report);
+optional, for tests/gpu/yue_peer.py: transformations (a list of {name, old, new, why}, in place of
+`TRANSFORMATIONS`), cuda_as_cpu (default true), instrument (a file whose `install(report)` sets
+observers up before the script and may return a function called with the report after it).
 """
 
 from __future__ import annotations
@@ -37,6 +40,7 @@ from __future__ import annotations
 import builtins
 import contextlib
 import hashlib
+import importlib.util
 import io
 import json
 import os
@@ -102,8 +106,8 @@ TRANSFORMATIONS = (
 )
 
 
-def transform(source: str) -> str:
-    for t in TRANSFORMATIONS:
+def transform(source: str, transformations: tuple[Transformation, ...] = TRANSFORMATIONS) -> str:
+    for t in transformations:
         if source.count(t.old) != 1:
             raise ValueError(f"{t.name}: {t.old!r} occurs {source.count(t.old)} times, not once")
         source = source.replace(t.old, t.new)
@@ -158,8 +162,11 @@ def run(request: dict) -> tuple[dict[str, np.ndarray], dict]:
     report: dict = {"infer_blob": git_blob(source), "argv": request["argv"]}
     if report["infer_blob"] != INFER_BLOB:
         raise ValueError(f"{infer} is not YuE's 9f1394b infer.py (blob {report['infer_blob']})")
-    transformed = transform(source.decode())
-    report["transformations"] = [t.name for t in TRANSFORMATIONS]
+    # the request may name its own list (tests/gpu/yue_peer.py: bf16, sampling and CUDA kept)
+    chosen = tuple(Transformation(**t) for t in request.get("transformations") or ())
+    chosen = chosen or TRANSFORMATIONS
+    transformed = transform(source.decode(), chosen)
+    report["transformations"] = [t.name for t in chosen]
 
     import soundfile
     import torchaudio
@@ -195,13 +202,23 @@ def run(request: dict) -> tuple[dict[str, np.ndarray], dict]:
         return data
 
     codecmanipulator.CodecManipulator.ids2npy = observed_ids2npy
+    # optional observers from a file the request names (`install(report)`: timers around their
+    # calls; tests/gpu/yue_peer_timing.py); none by default
+    finish = None
+    if request.get("instrument"):
+        spec = importlib.util.spec_from_file_location("instrument", request["instrument"])
+        instrument = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(instrument)
+        finish = instrument.install(report)
 
     sys.argv = ["infer.py", *request["argv"]]
     namespace = {"__name__": "__main__", "__file__": str(infer), "__builtins__": builtins}
     out = io.StringIO()
     report["script_start_s"] = round(time.perf_counter() - start, 2)
     try:
-        with xcodec_runner.cuda_as_cpu(), contextlib.redirect_stdout(out):
+        # "cuda" read as the CPU unless the request runs on CUDA (`"cuda_as_cpu": false`)
+        on_cpu = xcodec_runner.cuda_as_cpu() if request.get("cuda_as_cpu", True) else None
+        with on_cpu or contextlib.nullcontext(), contextlib.redirect_stdout(out):
             exec(compile(transformed, str(infer), "exec"), namespace)
         report["error"] = None
     except Exception as exc:
@@ -214,6 +231,8 @@ def run(request: dict) -> tuple[dict[str, np.ndarray], dict]:
             "traceback": traceback.format_exc()[-3000:],
         }
     report["script_end_s"] = round(time.perf_counter() - start, 2)
+    if finish is not None:
+        finish(report)
     report["stdout"] = out.getvalue()
 
     arrays: dict[str, np.ndarray] = {}
