@@ -17,10 +17,12 @@ tar -C "$XCODEC" --exclude=RepCodec/examples --exclude='*.pth' --exclude='*.ckpt
   --exclude=__pycache__ -cf - . | tar -C "$PEER" --transform 's,^\.,xcodec_mini_infer,' -xf -
 # what their run imports from outside the GPU image (the CPU smoke run's report lists every
 # third-party module their run loaded: theirs.modules); pure-Python wheels unless noted
+# (the CPU smoke run, 2026-12-05: omegaconf antlr4 audiotools argbind docstring_parser ffmpy
+# flatten_dict julius randomname importlib_resources soundfile _cffi_backend; the rest it loaded
+# is on the image)
 PURE="omegaconf==2.3.0 antlr4-python3-runtime==4.9.3 descript-audiotools==0.7.2 argbind==0.3.9
   docstring-parser==0.18.0 flatten-dict==0.5.0 julius==0.2.8 ffmpy==1.0.0 randomname==0.2.1
-  fire==0.7.1 termcolor==3.3.0 pyloudnorm==0.1.1 future==1.0.0 importlib-resources==7.1.0
-  pycparser==2.23"
+  importlib-resources==7.1.0"
 BUILT="soundfile==0.13.1 cffi==2.0.0"  # compiled (soundfile bundles libsndfile): for cp312
 # pure Python: a wheel where PyPI has one, else built from the sdist (antlr4 4.9.3, argbind ...)
 "$PY" -m pip wheel -q --no-deps -w "$PEER/wheels" $PURE

@@ -79,6 +79,7 @@ def install(report: dict):
     report["transformers_version"] = transformers.__version__
 
     def finish(report: dict) -> None:
+        report["peer_end_s"] = round(now(), 4)  # the script has ended
         report["peer_modules"] = third_party_modules()
 
     return finish
