@@ -73,16 +73,7 @@ from v2bgm.yue import tokens  # noqa: E402
 
 RUNNER = Path(yue_infer_runner.__file__)
 TIMING = Path(__file__).with_name("yue_peer_timing.py")
-GENRES = "inspiring female uplifting pop airy vocal electronic bright vocal"
-LYRICS = """[verse]
-Lights on the water, the harbour asleep
-
-[chorus]
-We run, we run
-
-[outro]
-fade
-"""
+GENRES, LYRICS = yue_infer_runner.GENRES, yue_infer_runner.LYRICS
 TOKENIZER_SIZE = 83738  # mmtokenizer.vocab_size: their stage 2 leaves the rows from here open
 S1_ROW_NORM = 32.0  # codebook-0 rows' norm: logits ~ N(0, 32^2) against the zeros' 0
 S2_EMBED = 1000.0  # codebook j's embedding along axis j: dwarfs what the layers add

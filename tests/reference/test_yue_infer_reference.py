@@ -67,16 +67,7 @@ pytestmark = pytest.mark.skipif(missing() is not None, reason=str(missing()))
 RUNNER = Path(yue_infer_runner.__file__)
 FULL_ENV = "V2BGM_YUE_INFER_FULL"  # "1": also the whole script with stage 2 (minutes)
 TIMEOUT_S, FULL_TIMEOUT_S = 600, 3600
-GENRES = "inspiring female uplifting pop airy vocal electronic bright vocal"
-LYRICS = """[verse]
-Lights on the water, the harbour asleep
-
-[chorus]
-We run, we run
-
-[outro]
-fade
-"""
+GENRES, LYRICS = yue_infer_runner.GENRES, yue_infer_runner.LYRICS
 # A third section that makes the header 16,196 tokens: the first segment's input fits infer.py's
 # window of 16384 - max_new_tokens - 1 = 16,273 tokens (max_new_tokens 110), the second's does
 # not, and infer.py keeps its last 16,273 tokens (the header's first 88 fall out).
