@@ -29,7 +29,8 @@ CONSTRAINTS = ROOT / "constraints.txt"
 CONTAINER_PYTHON = "3.10"
 GLIBC_MINOR = 35  # Ubuntu 22.04, the base of tritonserver:24.10-py3
 LOCAL_PACKAGES = ("v2bgm", "v2bgm-contract")
-# Not required by the package, but installed in the development environment the tests run in.
+# A dependency of the server package since device_map loading (v2bgm.devices.placed_on); named
+# here too, as it was before, so the lock's inputs do not change.
 EXTRA_INPUTS = ("accelerate",)
 # Pins of constraints.txt whose release needs Python >= 3.11: the newest release for 3.10 instead.
 PY310_OVERRIDES = {
