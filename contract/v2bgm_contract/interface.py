@@ -33,10 +33,13 @@ MAX_LYRICS_BYTES = 16384
 MAX_HINT_BYTES = 512
 MAX_FIXED_TAGS = 5  # one per YuE tag family at most
 MAX_CUTS = 64  # edit points a request may carry (CUTS_S)
-# Requests the captioner's dynamic batcher may put in one forward. Measured on an H200 with
-# VideoLLaMA3-7B's shapes (docs/speed.md): batch 4 cuts the time per video 2.5-3.2x against
-# batch 1 and peaks at 39.5 GiB with four 180-s videos; batch 8 would need ~75 GiB for those.
-CAPTIONER_MAX_BATCH = 4
+# Videos the captioner's dynamic batcher may hand it at once. Its memory is bounded by the frames
+# of one `generate` call (v2bgm.videollama3.captioner.MAX_FRAMES_PER_FORWARD), not by this: a
+# batch past them runs as several calls (four 180-s videos: 39.5 GiB in one call, 27.3 GiB split
+# in two). With VideoLLaMA3-7B's shapes on an H200 (docs/speed.md, The captioner), 30-s videos
+# cost 0.98 s each at batch 8 (one call, 28.5 GiB) against 1.80 s at batch 4; at 4, eight 10-s
+# videos sent at once took 27.7 s served where the composer alone needs 10.6 s.
+CAPTIONER_MAX_BATCH = 8
 SEED_MIN = 0
 SEED_MAX = 2**31 - 1
 

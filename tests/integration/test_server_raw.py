@@ -299,6 +299,30 @@ def test_captioner_batches_videos_of_different_sizes(client):
     assert [r[0].as_numpy("TAGS")[0, 0] for r in results] == alone
 
 
+def test_captioner_serves_its_largest_batch_in_one_request(client):
+    """CAPTIONER_MAX_BATCH videos in one request (the rendered max_batch_size) are captioned,
+    each as alone; one video more is refused before the model sees it."""
+    batch = contract.CAPTIONER_MAX_BATCH
+    videos = np.random.default_rng(0).integers(0, 256, (batch + 1, 2, 48, 64, 3), dtype=np.uint8)
+
+    def tags(rows: np.ndarray) -> np.ndarray:
+        inputs = []
+        for name, value in [("FRAMES", rows), ("FPS", np.ones((len(rows), 1), np.float32))]:
+            t = grpcclient.InferInput(
+                name, list(value.shape), contract.CAPTIONER.input(name).datatype
+            )
+            t.set_data_from_numpy(value)
+            inputs.append(t)
+        return client.infer(contract.CAPTIONER_MODEL, inputs).as_numpy("TAGS")[:, 0]
+
+    together = tags(videos[:batch])
+    assert len(together) == batch
+    assert [tags(videos[i : i + 1])[0] for i in (0, batch - 1)] == [together[0], together[-1]]
+    with pytest.raises(InferenceServerException, match=f"<= {batch}"):
+        tags(videos)
+    assert client.is_model_ready(contract.CAPTIONER_MODEL)
+
+
 def test_composer_stems_on_request(client):
     def ask(lyrics: str, outputs: list[str]):
         inputs = [

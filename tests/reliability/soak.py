@@ -32,7 +32,7 @@ from tests.conftest import ROOT, TINY_WEIGHTS
 from tests.reliability.probes import stub_pids
 
 REQUESTS = 1000
-CONCURRENCY = 4  # the captioner batches up to 4; the composer steps its requests together
+CONCURRENCY = 4  # the composer's CPU slots; the captioner batches them (up to 8 a batch)
 WARMUP = 100  # requests answered before the baseline: caches, allocator pools, lazy imports
 SAMPLE_EVERY = 100
 MAX_GROWTH = 0.10  # after the warm-up, per process

@@ -7,13 +7,20 @@ import re
 import numpy as np
 import pytest
 from v2bgm_client.video import sample_indices
+from v2bgm_contract import interface as contract
 
 from v2bgm.tags import FAMILIES, UnknownTag, families_for, resolve, vocabulary
 from v2bgm.videollama3 import prompt
-from v2bgm.videollama3.captioner import CaptionRequest, VideoCaptioner, frame_times
+from v2bgm.videollama3.captioner import (
+    MAX_FRAMES_PER_FORWARD,
+    CaptionRequest,
+    Description,
+    VideoCaptioner,
+    frame_times,
+)
 
 SEEDS = 100
-BATCH = 4
+BATCH = contract.CAPTIONER_MAX_BATCH  # the largest batch the dynamic batcher hands the captioner
 
 
 @pytest.fixture(scope="module")
@@ -86,6 +93,32 @@ def test_a_batch_past_the_frame_budget_is_split_into_calls(captioner, monkeypatc
     monkeypatch.setattr(captioner, "max_frames_per_forward", 1)  # below one request: alone
     assert captioner.describe_batch(requests) == whole
     assert calls == [1, 1, 1]
+
+
+# The dynamic batcher's largest batch of videos of one length, as the client samples them (1 frame
+# a second up to MAX_FRAMES): the frames of each `generate` call, in order, for a batch of 8.
+@pytest.mark.parametrize(
+    ("seconds", "calls"),
+    [(10, [80]), (30, [240]), (45, [360]), (60, [360, 120]), (180, [360, 360, 360, 360])],
+)
+def test_the_largest_batch_is_split_by_frames(captioner, monkeypatch, seconds, calls):
+    """What bounds the captioner's memory is the frames of one call, not the batch size."""
+    frames = min(int(seconds * contract.SAMPLE_FPS), contract.MAX_FRAMES)
+    requests = [
+        CaptionRequest(np.zeros((frames, 16, 16, 3), np.uint8), contract.SAMPLE_FPS, hint=str(i))
+        for i in range(contract.CAPTIONER_MAX_BATCH)
+    ]
+    seen: list[int] = []
+
+    def generate(group: list[CaptionRequest]) -> list[Description]:
+        seen.append(sum(len(r.frames) for r in group))
+        return [Description(caption=r.hint, tags=()) for r in group]
+
+    monkeypatch.setattr(captioner, "_generate", generate)
+    assert captioner.max_frames_per_forward == MAX_FRAMES_PER_FORWARD
+    answers = captioner.describe_batch(requests)
+    assert [a.caption for a in answers] == [r.hint for r in requests]  # each its own, in order
+    assert seen == calls
 
 
 @pytest.mark.parametrize(("fps", "stamps"), [(1.0, "0.5 1.5 2.5 3.5"), (0.5, "1.0 3.0 5.0 7.0")])

@@ -40,11 +40,12 @@ class QueuePolicy:
 
 
 # Overload. A burst beyond these is answered UNAVAILABLE and the client backs off and retries
-# (v2bgm_client.api.infer). The captioner's queue holds 8 batches of 4 (~20 s of work on an H200,
-# docs/speed.md); a captioning request that waited 300 s would likely miss the client's deadline
-# (900 s at least, v2bgm_client.api.default_timeout_s) anyway. The composer's `execute` hands each
-# request to its own line at once (continuous batching), so its Triton queue hardly fills and its
-# timeout does not bound a composition, however long its music: the line holds `max_waiting`.
+# (v2bgm_client.api.infer). The captioner's queue holds 4 of its largest batches of 8 (30-s
+# videos: ~31 s of work on an H200 at 0.98 s each, docs/speed.md); a captioning request that
+# waited 300 s would likely miss the client's deadline (900 s at least,
+# v2bgm_client.api.default_timeout_s) anyway. The composer's `execute` hands each request to its
+# own line at once (continuous batching), so its Triton queue hardly fills and its timeout does
+# not bound a composition, however long its music: the line holds `max_waiting`.
 CAPTIONER_QUEUE = QueuePolicy(max_size=32, timeout_us=300_000_000)
 COMPOSER_QUEUE = QueuePolicy(max_size=8, timeout_us=600_000_000)
 # The operator's cap on the music a request may ask for (v2bgm.triton.limits), in every model's

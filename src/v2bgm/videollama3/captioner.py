@@ -36,7 +36,8 @@ from v2bgm.videollama3.constrained import CAPTION, LYRICS, GrammarLogitsProcesso
 
 # Frames one `generate` call takes (two videos at the 180-frame cap): peak memory of VideoLLaMA3-7B
 # on an H200 (bf16, `v2bgm.bench.captioner`) was 27.3 GiB for 2 x 180 frames and 39.5 GiB for
-# 4 x 180; next to the composer (~41 GiB with 16 slots) the latter overflows an 80 GB card.
+# 4 x 180; next to the composer (~41 GiB with 16 slots) the latter overflows an 80 GB card. This,
+# not the dynamic batcher's CAPTIONER_MAX_BATCH, bounds the captioner's peak memory.
 MAX_FRAMES_PER_FORWARD = 360
 CACHES = ("dynamic", "static")  # `generate`'s KV cache: "static" compiles the decoding step
 CACHE_ENV = "V2BGM_CAPTIONER_CACHE"  # "static": opt in (see above); default "dynamic"
