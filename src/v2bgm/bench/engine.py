@@ -326,9 +326,7 @@ def main(argv: list[str] | None = None) -> int:
     report["speedup_vs_reference"] = one / report["reference"]["tokens_per_s"]
     if report.get("floor_tokens_per_s"):
         report["fraction_of_floor"] = one / report["floor_tokens_per_s"]
-    report["stage1_kv_cache_gib"] = (
-        engine.decoder.cond.nbytes + engine.decoder.uncond.nbytes
-    ) / 2**30
+    report["stage1_kv_cache_gib"] = engine.decoder.cache.nbytes / 2**30
     if "floors" in report:  # a batch-1 CFG step against reading its weights once
         plain = report["floors"]["stage1"]["plain_read_ms"]
         report[f"step_over_plain_read_{args.tokens}"] = report["engine"][0]["ms_per_step"] / plain

@@ -5,11 +5,14 @@ package, e.g. `v2bgm.yue.stage1`) says which segment to decode next (`Segment`: 
 context, how many tokens at most, the sampling settings) and hears of every token; the decoder
 owns the slot table, the caches and the steps.
 
-Each request owns slot `i` of two cache pools: the conditional sequence (every segment so far)
-and the unconditional one, which — as `transformers`' CFG processor feeds it — starts at
-position 0 from the context's last token and sees only that segment's new tokens. A decoding
-step runs both rows of every request in one batched forward (one read of the weights), combines
-them per request on the device and picks the next tokens (`sampling.next_tokens`).
+Each request owns slot `i` and two rows of one paged cache (`v2bgm.engine.paged`): the
+conditional sequence (every segment so far) and the unconditional one, which — as
+`transformers`' CFG processor feeds it — starts at position 0 from the context's last token and
+sees only that segment's new tokens. A request takes the pages its sequence can need when it is
+admitted (`Sequence.cache_need`) and gives them back when it leaves, so how many decode at once
+follows from the cache's size (`cache_positions`), up to `slots`. A decoding step runs both rows
+of every request in one batched forward (one read of the weights), combines them per request
+on the device and picks the next tokens (`sampling.next_tokens`).
 
 Requests join and leave between steps (`add`, `step`): one that finishes or fails frees its slot
 at once, and one starting a segment is prefilled alone before joining; a new segment prefills
@@ -25,10 +28,13 @@ from typing import Protocol
 import torch
 
 from v2bgm.engine.graphs import StepGraphs
-from v2bgm.engine.llama import Part, StaticLlama
+from v2bgm.engine.llama import PagedPart, StaticLlama
+from v2bgm.engine.paged import PAGE, pages_for
 from v2bgm.engine.sampling import RowSettings, SamplerState, next_tokens
 
-KV_BUCKET = 1024  # attention reads caches in multiples of this: few graphs, little waste
+# Positions a row holds beyond its need: the step launched before the host sees a segment's
+# end writes one position past it.
+STEP_AHEAD = 2
 
 
 @dataclass(frozen=True)
@@ -42,9 +48,21 @@ class Segment:
     noise_step: int  # the noise index of its first token: the request's tokens drawn so far
 
 
+@dataclass(frozen=True)
+class CacheNeed:
+    """The most cache positions a request's rows reach: its conditional sequence (every segment
+    with its context) and one segment's unconditional sequence."""
+
+    context: int
+    segment: int
+
+
 class Sequence(Protocol):
     """One request's decoding rules, owned by the model package that made it. A callback that
     raises ends this request alone: the decoder passes the error to `fail`."""
+
+    def cache_need(self) -> CacheNeed:
+        """An upper bound of the positions its rows hold (asked before it takes a slot)."""
 
     def first_segment(self) -> Segment:
         """The request's first segment (called when it takes a slot)."""
@@ -89,15 +107,22 @@ class CfgDecoder:
         allowed: torch.Tensor,
         end_token: int,
         top_k: int,
+        cache_positions: int | None = None,
     ) -> None:
         """`allowed`: an additive mask over the vocabulary (0 or -inf) applied at every step;
-        `end_token` ends a segment; `top_k` is fixed for every request (captured in graphs)."""
+        `end_token` ends a segment; `top_k` is fixed for every request (captured in graphs).
+        `cache_positions`: what the paged cache holds for every request's two rows together
+        (default, and at most: a whole window and a segment for each of the `slots`)."""
         self.model, self.slots = model, slots
         self.end_token, self.top_k, self.allowed = end_token, top_k, allowed
         device = model.device
-        self.cond = model.pool(slots, context_window)
+        self.context_window = context_window
         # the unconditional row holds one segment: its opening token and up to want tokens
-        self.uncond = model.pool(slots, _round_up(max_segment_tokens + 2, 8))
+        self.segment_window = _round_up(max_segment_tokens + 2, 8)
+        full = slots * (pages_for(context_window) + pages_for(self.segment_window))
+        pages = full if cache_positions is None else min(full, pages_for(cache_positions))
+        self.cache = model.paged_cache(pages + 1, 2 * slots, context_window)  # + the scratch
+        self._table_rows = torch.arange(2 * slots, device=device)  # cond rows, then uncond
         self.sampler = SamplerState(slots, model.vocab_size, device)
         self.tokens = torch.zeros(slots, dtype=torch.long, device=device)  # fed next step
         self.cond_pos = torch.zeros(slots, dtype=torch.long, device=device)
@@ -119,17 +144,48 @@ class CfgDecoder:
     def free_slots(self) -> int:
         return self.slots - self.active
 
+    def pages_needed(self, sequence: Sequence) -> tuple[int, int]:
+        """Pages of (its conditional row, its unconditional row)."""
+        need = sequence.cache_need()
+        cond = min(need.context + STEP_AHEAD, self.cache.max_positions)
+        return pages_for(cond), pages_for(min(need.segment + STEP_AHEAD + 1, self.segment_window))
+
+    def can_add(self, sequence: Sequence) -> bool:
+        """Whether `add` takes it now: a slot and its pages are free (or it can never fit, and
+        `add` fails it at once)."""
+        need = sum(self.pages_needed(sequence))
+        fits = need <= self.cache.free_pages or need > self.cache.usable_pages
+        return self.free_slots() > 0 and fits
+
     def add(self, sequence: Sequence) -> None:
-        """Admit a request (its first segment is prefilled now); raises if no slot is free."""
+        """Admit a request (its first segment is prefilled now); raises if no slot or no pages
+        are free. One that needs more pages than the cache has fails at once (`fail`)."""
+        try:
+            cond, uncond = self.pages_needed(sequence)
+        except Exception as exc:
+            sequence.fail(exc)
+            return
+        if cond + uncond > self.cache.usable_pages:
+            sequence.fail(
+                MemoryError(
+                    f"the request needs {cond + uncond} cache pages, the cache has "
+                    f"{self.cache.usable_pages} (raise the composer's cache size)"
+                )
+            )
+            return
+        if cond + uncond > self.cache.free_pages:
+            raise MemoryError(f"{cond + uncond} cache pages needed, {self.cache.free_pages} free")
         slot = next(i for i, r in enumerate(self.rows) if r is None)
+        self.cache.allocate(slot, cond * PAGE)
+        self.cache.allocate(self.slots + slot, uncond * PAGE)
         row = self.rows[slot] = _Row(sequence, slot)
         self._guarded(row, lambda: self._start(row, sequence.first_segment()))
 
     def run(self, sequences: list[Sequence]) -> None:
-        """Decode `sequences` to the end (admitting them as slots free up)."""
+        """Decode `sequences` to the end (admitting them as slots and pages free up)."""
         waiting = list(sequences)
         while waiting or self.active:
-            while waiting and self.free_slots():
+            while waiting and self.can_add(waiting[0]):
                 self.add(waiting.pop(0))
             if self.active:
                 self.step()
@@ -159,15 +215,13 @@ class CfgDecoder:
         rows = 1 + max(i for i, r in enumerate(self.rows) if r is not None)
         rows = bucket_rows(rows, self.slots)
         live = [r for r in self.rows[:rows] if r is not None]
-        # the token fed sits one past what the host has taken (the step in flight made it)
-        kv_cond = max(len(r.cached) + 2 for r in live)
-        kv_uncond = max(len(r.new) + 3 for r in live)
-        if self.graphs.enabled:  # shapes from a few buckets: a graph each
-            kv_cond = _round_up(kv_cond, KV_BUCKET)
-            kv_uncond = _round_up(kv_uncond, KV_BUCKET)
-        kv_cond, kv_uncond = min(kv_cond, self.cond.length), min(kv_uncond, self.uncond.length)
-        key = (rows, kv_cond, kv_uncond)
-        self.graphs.run(key, lambda: self._decode_step(*key))
+        if self.graphs.enabled:  # the kernel reads each row's own length: a graph per rows
+            key: tuple[int, ...] = (rows,)
+            kv = self.cache.max_positions
+        else:  # the CPU gathers what the longest row holds: the token fed sits one past
+            kv = max(len(r.cached) + 2 for r in live)  # what the host has taken
+            key = (rows, kv)
+        self.graphs.run(key, lambda: self._decode_step(rows, kv))
         self.steps += 1
         host = self._host[self._flip][:rows]
         self._flip ^= 1
@@ -178,8 +232,10 @@ class CfgDecoder:
             done.record()
         return _Launched([(row, row.epoch) for row in live], host, done)
 
-    def _decode_step(self, rows: int, kv_cond: int, kv_uncond: int):
-        parts = [Part(self.cond, 0, rows, kv_cond), Part(self.uncond, 0, rows, kv_uncond)]
+    def _decode_step(self, rows: int, kv_len: int):
+        table_rows = torch.cat([self._table_rows[:rows], self._table_rows[self.slots :][:rows]])
+        parts = [PagedPart(self.cache, table_rows, kv_len)]
+        last = self.cache.max_positions - 1
 
         def step() -> None:
             fed = self.tokens[:rows]
@@ -192,8 +248,8 @@ class CfgDecoder:
             )  # fmt: skip
             self.chosen[:rows] = chosen
             self.tokens[:rows] = chosen
-            self.cond_pos[:rows] = (self.cond_pos[:rows] + 1).clamp_(max=self.cond.length - 1)
-            self.uncond_pos[:rows] = (self.uncond_pos[:rows] + 1).clamp_(max=self.uncond.length - 1)
+            self.cond_pos[:rows] = (self.cond_pos[:rows] + 1).clamp_(max=last)
+            self.uncond_pos[:rows] = (self.uncond_pos[:rows] + 1).clamp_(max=last)
 
         return step
 
@@ -204,20 +260,29 @@ class CfgDecoder:
     def _start(self, row: _Row, segment: Segment) -> None:
         """Prefill a segment (reusing the prefix the slot holds) and take its first token."""
         context, slot, device = segment.context, row.slot, self.model.device
-        if len(context) + segment.max_new > self.cond.length:
+        if len(context) + segment.max_new > self.context_window:
             raise ValueError(
                 f"a segment of {len(context)} + {segment.max_new} tokens exceeds the context "
-                f"window of {self.cond.length}"
+                f"window of {self.context_window}"
+            )
+        held = self.cache.held(slot), self.cache.held(self.slots + slot)
+        if len(context) + segment.max_new + 1 > held[0] or segment.max_new + 2 > held[1]:
+            raise RuntimeError(  # cache_need was wrong: never write past the row's pages
+                f"a segment of {len(context)} + {segment.max_new} tokens outgrows the "
+                f"{held[0]} + {held[1]} cache positions its request took"
             )
         row.new, row.want = [], segment.max_new
         row.epoch += 1
         keep = len(row.cached) if context[: len(row.cached)] == row.cached else 0
         fresh = torch.tensor([context[keep:]], device=device)
         positions = torch.arange(keep, len(context), device=device)[None]
-        cond = self.model.forward(fresh, positions, [Part(self.cond, slot, 1, len(context))])
+        cond_row = self._table_rows[slot : slot + 1]
+        uncond_row = self._table_rows[self.slots + slot :][:1]
+        part = PagedPart(self.cache, cond_row, len(context))
+        cond = self.model.forward(fresh, positions, [part])
         opening = torch.tensor([[context[-1]]], device=device)
         zero = torch.zeros((1, 1), dtype=torch.long, device=device)
-        uncond = self.model.forward(opening, zero, [Part(self.uncond, slot, 1, 1)])
+        uncond = self.model.forward(opening, zero, [PagedPart(self.cache, uncond_row, 1)])
         row.cached = list(context)
         self.sampler.reset(slot, segment.settings, torch.tensor(context, device=device))
         self.sampler.step[slot] = segment.noise_step
@@ -248,6 +313,10 @@ class CfgDecoder:
             self.rows[row.slot] = None
             self.cond_pos[row.slot] = 0
             self.uncond_pos[row.slot] = 0
+            # later steps' writes of this slot go to the scratch page; a step already launched
+            # runs before any later use of the pages (one stream)
+            self.cache.release(row.slot)
+            self.cache.release(self.slots + row.slot)
 
     def _guarded(self, row: _Row, action) -> None:
         """Run `action`; an error (a cancel included) ends this request alone."""

@@ -30,6 +30,8 @@ from v2bgm.engine.linear import (
     check_precision,
     linear,
 )
+from v2bgm.engine.paged import PagedCache
+from v2bgm.engine.paged_attention import paged_decode_attention
 
 COMPILE_ENV = "V2BGM_COMPILE"  # "0": no torch.compile on the GPU (eager kernels, slower)
 # Decoding steps (a query position or two per row) attend with two GEMMs (`decode_attention`)
@@ -38,6 +40,7 @@ COMPILE_ENV = "V2BGM_COMPILE"  # "0": no torch.compile on the GPU (eager kernels
 GEMM_ATTENTION_MAX_T = 2
 RECOMPILE_LIMIT = 64
 GEMM_ATTENTION_MAX_ROWS = 16
+PAGED_KERNEL_MAX_T = 2  # query positions per row the paged kernel takes (decoding steps)
 
 
 class KVPool:
@@ -75,6 +78,36 @@ class Part:
     first: int
     rows: int
     kv_len: int
+
+
+@dataclass(frozen=True)
+class PagedPart:
+    """Consecutive rows of a forward call whose keys/values live in a paged cache: its page
+    table's rows `table_rows` ([rows], on the device). `kv_len`: positions a gathered copy
+    holds (the CPU and prefills read a contiguous copy; on a GPU a decoding step reads each
+    row's own pages up to its position, whatever `kv_len`)."""
+
+    cache: PagedCache
+    table_rows: torch.Tensor
+    kv_len: int
+
+    @property
+    def rows(self) -> int:
+        return self.table_rows.shape[0]
+
+
+AnyPart = Part | PagedPart
+
+
+@dataclass(frozen=True)
+class _Where:
+    """What a forward call computes once per part for every layer: where its keys/values go,
+    its mask (None where the paged kernel masks by position itself), its rows' page table."""
+
+    write: torch.Tensor
+    mask: torch.Tensor | None
+    pages: torch.Tensor | None = None
+    positions: torch.Tensor | None = None
 
 
 @dataclass
@@ -154,6 +187,23 @@ class StaticLlama:
             self._post = torch.compile(_post_attention, dynamic=True, fullgraph=True)
             self._probs = torch.compile(attention_probs, dynamic=True, fullgraph=True)
 
+    def paged_cache(self, pages: int, rows: int, max_positions: int) -> PagedCache:
+        return PagedCache(
+            len(self.layers),
+            pages,
+            rows,
+            self.kv_heads,
+            self.head_dim,
+            max_positions,
+            self.dtype,
+            self.device,
+        )
+
+    def position_bytes(self) -> int:
+        """Cache bytes of one position (keys and values of every layer)."""
+        size = torch.empty((), dtype=self.dtype).element_size()
+        return len(self.layers) * 2 * self.kv_heads * self.head_dim * size
+
     def pool(self, slots: int, length: int) -> KVPool:
         return KVPool(
             len(self.layers),
@@ -169,7 +219,7 @@ class StaticLlama:
         self,
         tokens: torch.Tensor,
         positions: torch.Tensor,
-        parts: list[Part],
+        parts: list[AnyPart],
         vocab: tuple[int, int] | None = None,
     ) -> torch.Tensor:
         """tokens, positions [R, T] -> fp32 logits of each row's last position [R, V], or of
@@ -184,8 +234,7 @@ class StaticLlama:
         delta = torch.zeros_like(h)  # each layer's MLP output, added at the next layer's start
         cos, sin = self.cos[positions][:, None], self.sin[positions][:, None]  # [R, 1, T, D]
         spans = _starts(parts)
-        masks = [self._mask(positions, part, start) for part, start in spans]
-        writes = [self._cache_index(positions, part, start) for part, start in spans]
+        wheres = [self._where(positions, part, start) for part, start in spans]
         shape = (self.heads, self.kv_heads, self.head_dim, self.eps)
         for index, layer in enumerate(self.layers):
             qkv = layer.qkv
@@ -193,8 +242,8 @@ class StaticLlama:
                 h, delta, layer.norm1, qkv.weight, qkv.scale, cos, sin, *shape, self.gemv
             )
             outs = [
-                self._attend(index, part, q[sl], kv[sl], where, mask)
-                for (part, start), mask, where in zip(spans, masks, writes, strict=True)
+                self._attend(index, part, q[sl], kv[sl], where)
+                for (part, start), where in zip(spans, wheres, strict=True)
                 for sl in [slice(start, start + part.rows)]
             ]
             second = outs[1] if len(outs) > 1 else None
@@ -214,15 +263,26 @@ class StaticLlama:
             scale = None if scale is None else scale[first:end]
         return linear(h, weight, scale, self.gemv).float()
 
-    def _mask(self, positions: torch.Tensor, part: Part, start: int) -> torch.Tensor:
+    def _where(self, positions: torch.Tensor, part: AnyPart, start: int) -> _Where:
+        pos = positions[start : start + part.rows]
+        if isinstance(part, Part):
+            return _Where(self._cache_index(positions, part, start), self._mask(pos, part.kv_len))
+        cache = part.cache
+        pages = cache.table.index_select(0, part.table_rows)
+        write = cache.write_index(pages, pos)
+        in_place = pos.is_cuda and pos.shape[1] <= PAGED_KERNEL_MAX_T
+        mask = None if in_place else self._mask(pos, min(part.kv_len, cache.max_positions))
+        return _Where(write, mask, pages, pos)
+
+    def _mask(self, pos: torch.Tensor, kv_len: int) -> torch.Tensor:
         """[rows, 1, G*T, kv_len] additive (0 / -inf, the model's dtype): query rows of one KV
         head's group see keys j <= p. Additive, built once per forward: SDPA would turn a
         boolean mask into this itself, in every layer."""
-        pos = positions[start : start + part.rows]  # [rows, T]
-        keys = torch.arange(part.kv_len, device=pos.device)
+        rows = pos.shape[0]  # pos: [rows, T]
+        keys = torch.arange(kv_len, device=pos.device)
         seen = keys[None, None, :] <= pos[:, :, None]  # [rows, T, kv]
         group = self.heads // self.kv_heads
-        seen = seen[:, None].expand(-1, group, -1, -1).reshape(part.rows, 1, -1, part.kv_len)
+        seen = seen[:, None].expand(-1, group, -1, -1).reshape(rows, 1, -1, kv_len)
         blocked = torch.full((), float("-inf"), dtype=self.dtype, device=pos.device)
         return torch.where(seen, torch.zeros((), dtype=self.dtype, device=pos.device), blocked)
 
@@ -241,27 +301,38 @@ class StaticLlama:
     def _attend(
         self,
         layer: int,
-        part: Part,
+        part: AnyPart,
         q: torch.Tensor,
         kv: torch.Tensor,
-        where: torch.Tensor,
-        mask: torch.Tensor,
+        where: _Where,
     ) -> torch.Tensor:
-        pool, rows, length = part.pool, part.rows, q.shape[2]
-        d = self.head_dim
-        pool.kv[layer].view(-1, d).index_copy_(0, where, kv.reshape(-1, d))
-        keys = pool.k[layer, part.first : part.first + rows, :, : part.kv_len]
-        values = pool.v[layer, part.first : part.first + rows, :, : part.kv_len]
+        rows, length, d = part.rows, q.shape[2], self.head_dim
         group = self.heads // self.kv_heads
         # GQA without repeating the cache: a KV head's G query heads become G*T query rows.
-        grouped = q.reshape(rows, self.kv_heads, group * length, self.head_dim)
+        grouped = q.reshape(rows, self.kv_heads, group * length, d)
+        if isinstance(part, Part):
+            pool = part.pool
+            pool.kv[layer].view(-1, d).index_copy_(0, where.write, kv.reshape(-1, d))
+            keys = pool.k[layer, part.first : part.first + rows, :, : part.kv_len]
+            values = pool.v[layer, part.first : part.first + rows, :, : part.kv_len]
+        else:
+            cache = part.cache
+            cache.kv[layer].view(-1, d).index_copy_(0, where.write, kv.reshape(-1, d))
+            if where.mask is None:  # a decoding step on a GPU: the pages read in place
+                out = paged_decode_attention(
+                    grouped, cache.kv[layer], where.pages, where.positions, self.scaling
+                )
+                return out.reshape(rows, self.heads, length, d)
+            kv_len = min(part.kv_len, cache.max_positions)
+            keys, values = cache.gather(layer, where.pages, kv_len)
+        mask = where.mask
         if length <= GEMM_ATTENTION_MAX_T and rows <= GEMM_ATTENTION_MAX_ROWS:
             out = decode_attention(grouped, keys, values, mask, self.scaling, self._probs)
         else:
             out = F.scaled_dot_product_attention(
                 grouped, keys, values, attn_mask=mask, scale=self.scaling
             )
-        return out.reshape(rows, self.heads, length, self.head_dim)
+        return out.reshape(rows, self.heads, length, d)
 
 
 def decode_attention(
@@ -368,7 +439,7 @@ def _fuse(linears: list[torch.nn.Linear]) -> torch.Tensor:
     return fused
 
 
-def _starts(parts: list[Part]) -> list[tuple[Part, int]]:
+def _starts(parts: list[AnyPart]) -> list[tuple[AnyPart, int]]:
     out, start = [], 0
     for part in parts:
         out.append((part, start))

@@ -21,7 +21,7 @@ import numpy as np
 import torch
 
 from v2bgm.composer import Cancelled, Progress
-from v2bgm.engine.decoder import CfgDecoder, Segment
+from v2bgm.engine.decoder import CacheNeed, CfgDecoder, Segment
 from v2bgm.engine.llama import StaticLlama
 from v2bgm.engine.sampling import RowSettings
 from v2bgm.yue import tokens
@@ -86,6 +86,22 @@ class Stage1Job:
         return self.result is not None or self.error is not None
 
     # -- the decoder's callbacks --------------------------------------------------------------
+    def cache_need(self) -> CacheNeed:
+        """Positions its sequences can reach: the header, every segment's prompt and tokens
+        (at most `_max_segments()` segments, 2 tokens a frame, each closed by one <EOA>, and,
+        where YuE ends a segment at <EOA>, up to 2 tokens of a frame cut short), within the
+        window; a segment's tokens at most, for its unconditional row."""
+        s, encode = self.settings, self.tokenizer.encode
+        header = len(encode(tokens.header_text(self.tags, self.sections)))
+        count = self._max_segments()
+        total = header + 2 * self.frames + 3 * count
+        for index in range(count):
+            if total >= s.context_window:
+                break
+            total += len(segment_prompt(encode, self.tags, self.sections, index, header))
+        longest = 2 * max(self.budgets) if self.budgets else s.max_segment_tokens
+        return CacheNeed(min(total, s.context_window), min(longest, s.max_segment_tokens))
+
     def first_segment(self) -> Segment:
         self.header = self.tokenizer.encode(tokens.header_text(self.tags, self.sections))
         return self._segment()
@@ -179,13 +195,17 @@ class Stage1:
         tokenizer: YuETokenizer,
         settings: Stage1Settings | None = None,
         slots: int = 16,
+        cache_positions: int | None = None,
     ) -> None:
+        """`slots`: requests decoding at once, at most; `cache_positions`: the paged cache's
+        size (`v2bgm.engine.decoder.CfgDecoder`; default: a whole window for every slot)."""
         s = self.settings = settings or Stage1Settings()
         self.tokenizer = tokenizer
         allowed = allowed_mask(model.vocab_size, s.reference_blocking, model.device)
         self.decoder = CfgDecoder(
-            model, slots, s.context_window, s.max_segment_tokens, allowed, tokens.EOA, s.top_k
-        )
+            model, slots, s.context_window, s.max_segment_tokens, allowed, tokens.EOA, s.top_k,
+            cache_positions,
+        )  # fmt: skip
 
     def job(
         self,
