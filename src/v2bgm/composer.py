@@ -108,6 +108,8 @@ class ComposerOptions:
     max_waiting: int = 8  # beyond the slots, before refusing with Busy
     precision: str = "bf16"  # of the weights, where the composer offers a choice ("fp8")
     warm_up: str = "full"  # one of WARM_UPS
+    # GiB of KV cache, where the composer's requests take memory by need (None: its default)
+    cache_gib: float | None = None
     lap: Lap | None = None  # the served model's cold-start timer (v2bgm.triton.coldstart)
 
 

@@ -136,7 +136,10 @@ class Recording:
     def __init__(self) -> None:
         self.calls: list[str] = []
         self.stage2_engine = SimpleNamespace(capture=lambda: self.calls.append("capture") or 12)
-        self.stage1 = SimpleNamespace(run=lambda jobs: self.calls.append(f"stage1 x{len(jobs)}"))
+        self.stage1 = SimpleNamespace(
+            run=lambda jobs: self.calls.append(f"stage1 x{len(jobs)}"),
+            decoder=SimpleNamespace(capture=lambda: self.calls.append("stage1 capture") or 6),
+        )
 
     def compose(self, request):
         self.calls.append(f"compose {request.duration_s:g} s")
@@ -150,11 +153,12 @@ class Recording:
     [
         (
             "full",
-            ["compose 1 s", "capture", "stage1 x2"],
+            ["compose 1 s", "capture", "stage1 x2", "stage1 capture"],
             [
                 "warm-up: first request",
                 "warm-up: stage-2 shapes (12 graphs)",
                 "warm-up: stage 1, two requests",
+                "warm-up: stage-1 shapes (6 graphs)",
             ],
         ),
         ("first", ["compose 1 s"], ["warm-up: first request"]),

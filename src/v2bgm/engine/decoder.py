@@ -181,6 +181,17 @@ class CfgDecoder:
         row = self.rows[slot] = _Row(sequence, slot)
         self._guarded(row, lambda: self._start(row, sequence.first_segment()))
 
+    def capture(self) -> int:
+        """Capture the decoding step of every row bucket now (GPU only; the decoder idle): a
+        request would otherwise pay a bucket's capture when it first meets it. Returns how
+        many graphs exist."""
+        if self.active:
+            raise RuntimeError("capture while requests decode")
+        kv = self.cache.max_positions
+        for rows in sorted({bucket_rows(n, self.slots) for n in range(1, self.slots + 1)}):
+            self.graphs.capture((rows,), lambda rows=rows: self._decode_step(rows, kv))
+        return len(self.graphs)
+
     def run(self, sequences: list[Sequence]) -> None:
         """Decode `sequences` to the end (admitting them as slots and pages free up)."""
         waiting = list(sequences)
@@ -233,11 +244,13 @@ class CfgDecoder:
         return _Launched([(row, row.epoch) for row in live], host, done)
 
     def _decode_step(self, rows: int, kv_len: int):
-        table_rows = torch.cat([self._table_rows[:rows], self._table_rows[self.slots :][:rows]])
-        parts = [PagedPart(self.cache, table_rows, kv_len)]
         last = self.cache.max_positions - 1
 
         def step() -> None:
+            # made inside the step: a tensor made outside it would be freed after the capture
+            # while the graph still reads its memory
+            table_rows = torch.cat([self._table_rows[:rows], self._table_rows[self.slots :][:rows]])
+            parts = [PagedPart(self.cache, table_rows, kv_len)]
             fed = self.tokens[:rows]
             ids = torch.cat([fed, fed])[:, None]
             pos = torch.cat([self.cond_pos[:rows], self.uncond_pos[:rows]])[:, None]

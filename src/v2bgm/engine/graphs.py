@@ -36,6 +36,14 @@ class StepGraphs:
             graph = self.graphs[key] = self._capture(build())
         graph.replay()
 
+    def capture(self, key: Hashable, build: Callable[[], Step]) -> bool:
+        """Capture the step for shape `key` now without running it (GPU only); whether a new
+        graph was made."""
+        if not self.enabled or key in self.graphs:
+            return False
+        self.graphs[key] = self._capture(build())
+        return True
+
     def _capture(self, step: Step) -> torch.cuda.CUDAGraph:
         saved = [t.clone() for t in self.state()]
         side = torch.cuda.Stream()

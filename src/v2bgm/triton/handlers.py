@@ -54,9 +54,12 @@ Answer = Callable[[Result, dict[str, StageStats]], None]  # a request's result a
 CAPTIONING = "captioning"  # the captioner's one stage
 DEFAULT_SLOTS = 16  # compositions computed at once on one device (model parameter `slots`)
 DEFAULT_MAX_WAITING = 8  # beyond the slots, before refusing (`max_waiting`)
-# Overrides the config's `slots` without rebuilding the image: each slot holds a whole context
-# window of stage-1 cache (~1.2 GB at full size), so a smaller card wants fewer.
+# Overrides the config's `slots` (the most compositions computed at once) without rebuilding
+# the image; how many fit also depends on the cache (`cache_gib`).
 SLOTS_ENV = "V2BGM_COMPOSER_SLOTS"
+# Overrides the config's `cache_gib`: GiB of stage-1 KV cache, from which each composition
+# takes what its length needs (30 s: ~0.45 GB at full size; a 16,384-token window: 1.27 GB).
+CACHE_ENV = "V2BGM_COMPOSER_CACHE_GIB"
 PRECISION_ENV = "V2BGM_COMPOSER_PRECISION"  # overrides the config's `precision` ("bf16", "fp8")
 # Overrides the config's `warm_up`: "full" (default) or "first", only the first request's path
 # before the server is ready (v2bgm.composer.WARM_UPS; docs/speed.md, Cold start).
@@ -164,6 +167,23 @@ def composer_slots(params: Params, environ: Mapping[str, str] = os.environ) -> i
     return int(given)
 
 
+def composer_cache_gib(params: Params, environ: Mapping[str, str] = os.environ) -> float | None:
+    """$V2BGM_COMPOSER_CACHE_GIB, else the config's `cache_gib`, else None (the composer's
+    default); a value that is not a positive number stops the model from loading."""
+    given = environ.get(CACHE_ENV, "").strip()
+    source = f"${CACHE_ENV}" if given else "the model config's cache_gib"
+    value = given or params.get("cache_gib", "").strip()
+    if not value:
+        return None
+    try:
+        gib = float(value)
+    except ValueError:
+        gib = float("nan")
+    if not gib > 0 or gib == float("inf"):
+        raise ValueError(f"{source} must be a positive number of GiB, got {value!r}")
+    return gib
+
+
 def composer_precision(params: Params, environ: Mapping[str, str] = os.environ) -> str:
     """$V2BGM_COMPOSER_PRECISION, else the config's `precision`, else the composer's default
     (the composer checks the value)."""
@@ -206,6 +226,7 @@ class ComposerHandler:
             max_waiting=int(params.get("max_waiting") or DEFAULT_MAX_WAITING),
             precision=composer_precision(params),
             warm_up=composer_warm_up(params),
+            cache_gib=composer_cache_gib(params),
             lap=lap,
         )
         name = params.get("composer") or composers.DEFAULT

@@ -65,13 +65,15 @@ class PythonModel:
     composer: str | None = None  # the composer to load (v2bgm.composers), for the composer
     precision: str | None = None  # of the composer's weights ("bf16"; "fp8": stage 1 in FP8)
     warm_up: str | None = None  # the composer's warm-up before ready: "full" or "first"
+    cache_gib: dict[str, float] | None = None  # the composer's KV cache, by instance kind
     max_duration_s: float | None = None  # the operator's cap on DURATION_S (v2bgm.triton.limits)
 
 
 # The captioner batches videos of different sizes (ragged inputs: the Python backend gets each
 # request on its own and pads them itself). The composer hands every request to its engine at
-# once (continuous batching, v2bgm.yue.scheduler): 16 decode together on a GPU (4 on the CPU,
-# where steps cost in proportion to rows), 8 more wait; Triton's own queue barely fills.
+# once (continuous batching, v2bgm.yue.scheduler): up to 32 decode together on a GPU, as many
+# as its 16 GiB of paged stage-1 cache hold (~36 of 30 s, ~12 of 10 min), 4 on the CPU (where
+# steps cost in proportion to rows); 8 more wait; Triton's own queue barely fills.
 PYTHON_MODELS = (
     PythonModel(
         contract.CAPTIONER, CAPTIONER_QUEUE, batch_delay_us=20_000, max_duration_s=MAX_DURATION_S
@@ -79,7 +81,8 @@ PYTHON_MODELS = (
     PythonModel(
         contract.COMPOSER,
         COMPOSER_QUEUE,
-        slots={"KIND_GPU": 16, "KIND_CPU": 4},
+        slots={"KIND_GPU": 32, "KIND_CPU": 4},
+        cache_gib={"KIND_GPU": 16.0},
         composer="yue-v1",
         precision="bf16",
         warm_up="full",
@@ -143,6 +146,8 @@ def python_model_config(model: PythonModel, kind: str) -> str:
         values["warm_up"] = model.warm_up
     if model.slots is not None:
         values |= {"slots": model.slots[kind], "max_waiting": model.queue.max_size}
+    if model.cache_gib is not None and kind in model.cache_gib:
+        values["cache_gib"] = f"{model.cache_gib[kind]:g}"
     if model.max_duration_s is not None:
         values[limits.PARAMETER] = f"{model.max_duration_s:g}"
     parameters = _parameters(values)

@@ -133,8 +133,11 @@ class YuEComposer:
         slots: int = 16,
         precision: str = "bf16",
         lap: Lap | None = None,
+        cache_gib: float | None = None,
     ) -> YuEComposer:
-        """`slots`: stage-1 requests the engine decodes side by side; `precision`: of stage 1's
+        """`slots`: stage-1 requests the engine decodes side by side, at most; `cache_gib`:
+        the size of stage 1's paged KV cache, which bounds them by the positions each needs
+        (None: a whole context window for every slot); `precision`: of stage 1's
         matrices ("bf16": as loaded; "fp8": v2bgm.engine.linear). Stage 2 stays as loaded.
         Each checkpoint loads straight onto `device` (`v2bgm.devices.placed_on`); `lap` hears
         each part's name as it is loaded."""
@@ -153,8 +156,11 @@ class YuEComposer:
         tokenizer = YuETokenizer(root / checkpoints.YUE_TOKENIZER)
         decoder = load_decoder(root, device)
         lap("weights: x-codec, vocoder")
+        positions = None
+        if cache_gib is not None:
+            positions = int(cache_gib * 2**30) // stage1_engine.position_bytes()
         return cls(
-            Stage1(stage1_engine, tokenizer, slots=slots),
+            Stage1(stage1_engine, tokenizer, slots=slots, cache_positions=positions),
             Stage2(stage2_engine, rows=STAGE2_ROWS),
             *decoder,
         )
@@ -315,6 +321,8 @@ class YuEComposer:
         with torch.inference_mode():  # several requests decoding at once
             self.stage1.run([self.plan(replace(request, seed=s)).stage1 for s in (0, 1)])
         lap("warm-up: stage 1, two requests")
+        graphs = self.stage1.decoder.capture()  # every row bucket a busier card meets
+        lap(f"warm-up: stage-1 shapes ({graphs} graphs)")
 
 
 def made_sections(composition: Composition) -> list[Section]:

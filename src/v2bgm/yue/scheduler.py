@@ -148,7 +148,7 @@ class YuEScheduler:
                     waiting.append(self.incoming.get(timeout=IDLE_WAIT_S if block else 0))
                     while True:
                         waiting.append(self.incoming.get_nowait())
-                while waiting and self.decoder.free_slots():
+                while waiting and self.decoder.can_add(waiting[0].composition.stage1):
                     work = waiting.pop(0)
                     self._measure(self.meter.started, time.perf_counter() - work.submitted)
                     work.composition.clock = time.perf_counter()  # stage 1 starts now
@@ -244,7 +244,12 @@ def load(weights: Path, device: str, options: ComposerOptions) -> YuEScheduler:
     lap = options.lap or no_lap
     lap("imports: composer")  # this module and what it imports, imported for this call
     composer = YuEComposer.from_pretrained(
-        weights, device, slots=options.slots, precision=options.precision, lap=lap
+        weights,
+        device,
+        slots=options.slots,
+        precision=options.precision,
+        lap=lap,
+        cache_gib=options.cache_gib,
     )
     composer.warm_up(options.warm_up, lap=lap)
     return YuEScheduler(composer, max_waiting=options.max_waiting)
