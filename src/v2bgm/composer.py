@@ -75,6 +75,9 @@ class Meter(Protocol):
     def ended(self) -> None:
         """A started request was answered (music or error)."""
 
+    def cache_used(self, delta_bytes: float) -> None:
+        """Requests took `delta_bytes` of the composer's KV cache (negative: gave them back)."""
+
 
 class NoMeter:
     """Reports nowhere (the default)."""
@@ -86,6 +89,9 @@ class NoMeter:
         pass
 
     def ended(self) -> None:
+        pass
+
+    def cache_used(self, delta_bytes: float) -> None:
         pass
 
 
@@ -117,7 +123,8 @@ class Composer(Protocol):
     sample_rate: int
     stages: tuple[str, ...]  # the keys of Music.stats, in order
     token_stages: tuple[str, ...]  # those of `stages` that generate tokens
-    slots: int  # requests computed at once
+    slots: int  # requests computed at once, at most
+    cache_bytes: int  # KV cache the requests take from by need (0: none of that kind)
     meter: Meter  # set by the served model before the first request
 
     def submit(self, request: MusicRequest, progress: Progress | None, done: Done) -> None:

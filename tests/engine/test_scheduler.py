@@ -27,6 +27,7 @@ class Recorder:
         self.waiting = self.composing = self.ended_count = 0
         self.waits: list[float] = []
         self.low = 0  # lowest value either gauge reached (never below 0)
+        self.cache = self.cache_most = 0  # KV cache bytes taken, now and at most
 
     def queued(self) -> None:
         with self.lock:
@@ -44,6 +45,12 @@ class Recorder:
             self.composing -= 1
             self.ended_count += 1
             self.low = min(self.low, self.composing)
+
+    def cache_used(self, delta_bytes: float) -> None:
+        with self.lock:
+            self.cache += delta_bytes
+            self.cache_most = max(self.cache_most, self.cache)
+            self.low = min(self.low, self.cache)
 
 
 def collect(scheduler: YuEScheduler, requests, progress=None):
@@ -75,7 +82,11 @@ def test_concurrent_requests_equal_one_at_a_time(composer):
     finally:
         scheduler.close()
     assert (len(meter.waits), meter.ended_count, meter.low) == (4, 4, 0)
-    assert (meter.waiting, meter.composing) == (0, 0)
+    assert (meter.waiting, meter.composing, meter.cache) == (0, 0, 0)
+    # two compositions' pages at most (2 slots), each a whole page or more
+    page = composer.stage1.decoder.cache.page_bytes
+    assert 2 * page <= meter.cache_most <= scheduler.cache_bytes
+    assert meter.cache_most % page == 0
     # the last two waited for a slot: at least until a first request's stage 1 was done
     first_stage1_s = min(t.stats["stage1"].seconds for t in together if isinstance(t, Music))
     assert sorted(meter.waits)[-2] >= 0.5 * first_stage1_s

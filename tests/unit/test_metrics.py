@@ -72,7 +72,7 @@ def value(series: dict[str, list[FakeMetric]], name: str) -> float:
 def test_only_the_composer_has_a_line_of_its_own() -> None:
     _, composer = recorder(contract.COMPOSER_MODEL)
     _, captioner = recorder(contract.CAPTIONER_MODEL)
-    line = {metrics.WAITING, metrics.QUEUE_SECONDS}
+    line = {metrics.WAITING, metrics.QUEUE_SECONDS, metrics.CACHE_BYTES, metrics.CACHE_USED_BYTES}
     stream = {metrics.FIRST_EVENT_SECONDS, metrics.FIRST_AUDIO_SECONDS}
     assert set(composer) == set(metrics.NAMES) - stream
     assert set(captioner) == set(metrics.NAMES) - line - stream  # it waits in Triton's queue
@@ -87,6 +87,18 @@ def test_slots_are_counted_while_the_instance_is_ready() -> None:
     assert (value(series, metrics.READY), value(series, metrics.SLOTS)) == (1, 16)
     recorded.ready(False)
     assert (value(series, metrics.READY), value(series, metrics.SLOTS)) == (0, 0)
+
+
+def test_the_cache_is_counted_while_ready_and_its_use_as_reported() -> None:
+    recorded, series = recorder(contract.COMPOSER_MODEL)
+    recorded.ready(True, 32, cache_bytes=16 * 2**30)
+    assert value(series, metrics.CACHE_BYTES) == 16 * 2**30
+    recorded.cache_used(3 * 2**20)
+    recorded.cache_used(2**20)
+    recorded.cache_used(-3 * 2**20)
+    assert value(series, metrics.CACHE_USED_BYTES) == 2**20
+    recorded.ready(False)
+    assert (value(series, metrics.CACHE_BYTES), value(series, metrics.SLOTS)) == (0, 0)
 
 
 def test_the_line_then_the_slot_then_the_answer() -> None:

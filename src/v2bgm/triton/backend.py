@@ -85,7 +85,7 @@ class BackendModel:
             warn=self.logger.log_warn,
         )
         self.started()
-        self.metrics.ready(True, self.handler.slots)
+        self.metrics.ready(True, self.handler.slots, getattr(self.handler, "cache_bytes", 0))
         cold.lap("metrics")
         self.logger.log_info(cold.line())
 

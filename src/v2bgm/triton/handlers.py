@@ -214,6 +214,7 @@ class ComposerHandler:
         self.stages = composer.stages
         self.token_stages = composer.token_stages
         self.slots = composer.slots
+        self.cache_bytes = getattr(composer, "cache_bytes", 0)
         self.max_duration_s = max_duration_s  # the operator's cap (v2bgm.triton.limits)
 
     @classmethod

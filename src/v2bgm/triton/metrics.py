@@ -50,6 +50,10 @@ FAILURES = "v2bgm_failures_total"  # counter {model, version, reason}
 IN_GENERATION = "v2bgm_requests_in_generation"  # gauge {model, version}: being computed
 READY = "v2bgm_model_ready"  # gauge {model, version}: instances loaded and serving
 SLOTS = "v2bgm_slots"  # gauge {model, version}: requests the ready instances compute at once
+# gauges {model, version}: the composer's KV cache (requests take from it what their length
+# needs, so how many fit depends on their lengths as well as the slots)
+CACHE_BYTES = "v2bgm_cache_bytes"  # held by the ready instances
+CACHE_USED_BYTES = "v2bgm_cache_used_bytes"  # taken by the requests being computed
 WAITING = "v2bgm_requests_waiting"  # gauge {model, version}: in the composer's line for a slot
 QUEUE_SECONDS = "v2bgm_queue_duration_seconds"  # histogram {model, version}: line to slot
 FIRST_EVENT_SECONDS = "v2bgm_stream_first_event_seconds"  # histogram: request to first event
@@ -107,6 +111,10 @@ DEFINITIONS = (
     MetricDef(READY, "GAUGE", "Model instances loaded and serving"),
     MetricDef(
         SLOTS, "GAUGE", "Requests the ready instances compute at once, at most", roles=COMPUTING
+    ),
+    MetricDef(CACHE_BYTES, "GAUGE", "Bytes of KV cache the ready instances hold", roles=(LINE,)),
+    MetricDef(
+        CACHE_USED_BYTES, "GAUGE", "Bytes of KV cache taken by requests computed", roles=(LINE,)
     ),
     # The composer's own line (its scheduler's; Triton's queue stays empty for it)
     MetricDef(WAITING, "GAUGE", "Requests waiting for a slot", roles=(LINE,)),
@@ -193,6 +201,7 @@ class ModelMetrics:
         self._warn = warn
         self._undeclared: set[str] = set()
         self._slots = 0
+        self._cache = 0
         self._lock = threading.Lock()  # held around every call on a backend metric
         self._closed = False
         base = {MODEL_LABEL: model, VERSION_LABEL: version}
@@ -230,13 +239,16 @@ class ModelMetrics:
         if amount:
             self._record(name, label, amount)
 
-    def ready(self, up: bool, slots: int = 1) -> None:
-        """The instance starts serving, computing up to `slots` requests at once, or stops."""
+    def ready(self, up: bool, slots: int = 1, cache_bytes: int = 0) -> None:
+        """The instance starts serving, computing up to `slots` requests at once with
+        `cache_bytes` of KV cache, or stops."""
         if up:
-            self._slots = slots
+            self._slots, self._cache = slots, cache_bytes
         self._add(READY, 1 if up else -1)
         if (SLOTS, None) in self._series:  # the streaming model computes nothing itself
             self._add(SLOTS, self._slots if up else -self._slots)
+        if (CACHE_BYTES, None) in self._series:
+            self._add(CACHE_BYTES, self._cache if up else -self._cache)
 
     def in_generation(self, requests: int) -> None:
         """`requests` (negative: fewer) start or stop being computed."""
@@ -256,6 +268,10 @@ class ModelMetrics:
     def ended(self) -> None:
         """A started request was answered (music or error)."""
         self._add(IN_GENERATION, -1)
+
+    def cache_used(self, delta_bytes: float) -> None:
+        """Requests took `delta_bytes` of the KV cache (negative: gave them back)."""
+        self._add(CACHE_USED_BYTES, delta_bytes)
 
     # The streaming model reports through these.
     def first_event(self, seconds: float) -> None:

@@ -82,6 +82,8 @@ class YuEScheduler:
         # 18.7 s after, docs/speed.md).
         self.early_stage2 = early_stage2
         self.decoder = composer.stage1.decoder
+        self.cache_bytes = self.decoder.cache.nbytes
+        self._cache_reported = 0  # bytes of it the meter has heard are taken
         self.max_waiting = max_waiting
         self.sample_rate = composer.sample_rate
         self.stages = composer.stages
@@ -158,6 +160,7 @@ class YuEScheduler:
                     self.decoder.step()
                 else:
                     self.decoder.flush()
+                self._report_cache()
                 for work in decoding:  # chunks made final by this step go to stage 2 now
                     if self.early_stage2 and not work.composition.stage1.finished:
                         self._send_chunks(work)
@@ -170,6 +173,13 @@ class YuEScheduler:
                         self._send_chunks(work)
                         self.finishing.put(_Stage1Ended(work))
         self.finishing.put(None)
+
+    def _report_cache(self) -> None:
+        cache = self.decoder.cache
+        used = cache.used_pages * cache.page_bytes
+        if used != self._cache_reported:
+            self._measure(self.meter.cache_used, used - self._cache_reported)
+            self._cache_reported = used
 
     def _send_chunks(self, work: _Work) -> None:
         try:
