@@ -40,9 +40,10 @@ def cache_bytes(engine: Stage1) -> int:
     return decoder.cond.nbytes + decoder.uncond.nbytes
 
 
-def kernel_report(model: StaticLlama, lengths: tuple[int, ...] = (3000, 8000)) -> dict:
+def kernel_case(model: StaticLlama, rows: int, length: int) -> dict:
     """The paged kernel against attention over the same keys gathered (error), and against
-    `decode_attention` on a contiguous pool (time per 32 layers' worth of calls, CUDA graphs)."""
+    `decode_attention` on a contiguous pool (time of a step's worth of calls, one per layer,
+    in a CUDA graph), for `rows` rows at `length` keys each."""
     from v2bgm.engine.llama import decode_attention
     from v2bgm.engine.paged import PAGE, PagedCache
     from v2bgm.engine.paged_attention import paged_decode_attention
@@ -50,38 +51,40 @@ def kernel_report(model: StaticLlama, lengths: tuple[int, ...] = (3000, 8000)) -
     device, dtype = model.device, model.dtype
     kv_heads, dim, group = model.kv_heads, model.head_dim, model.heads // model.kv_heads
     layers = len(model.layers)
+    c = PagedCache(1, rows * -(-length // PAGE) + 8, rows, kv_heads, dim, length + 1, dtype,
+                   device)  # fmt: skip
+    c.kv.normal_()
+    for r in range(rows):
+        c.allocate(r, length + 1)
+    pos = torch.full((rows, 1), length, device=device)
+    q = torch.randn(rows, kv_heads, group, dim, device=device, dtype=dtype)
+    pages = c.table[:rows]
+    got = paged_decode_attention(q, c.kv[0], pages, pos, dim**-0.5)
+    keys, values = c.gather(0, pages, length + 1)
+    keys, values = keys.contiguous(), values.contiguous()
+    mask = torch.zeros(rows, 1, group, length + 1, device=device, dtype=dtype)
+    want = decode_attention(q, keys, values, mask, dim**-0.5)
+
+    def paged() -> None:
+        for _ in range(layers):
+            paged_decode_attention(q, c.kv[0], pages, pos, dim**-0.5)
+
+    def gemm() -> None:
+        for _ in range(layers):
+            decode_attention(q, keys, values, mask, dim**-0.5)
+
+    return {
+        "max_abs_error_vs_gathered": float((got.float() - want.float()).abs().max()),
+        "paged_ms_per_step": floors.graph_ms(paged),
+        "decode_attention_ms_per_step": floors.graph_ms(gemm),
+    }
+
+
+def kernel_report(model: StaticLlama, lengths: tuple[int, ...] = (3000, 8000)) -> dict:
     out = {}
     for rows in (2, 32, 64):
         for length in lengths:
-            c = PagedCache(1, rows * -(-length // PAGE) + 8, rows, kv_heads, dim, length + 1,
-                           dtype, device)  # fmt: skip
-            c.kv.normal_()
-            for r in range(rows):
-                c.allocate(r, length + 1)
-            pos = torch.full((rows, 1), length, device=device)
-            q = torch.randn(rows, kv_heads, group, dim, device=device, dtype=dtype)
-            pages = c.table[:rows]
-            got = paged_decode_attention(q, c.kv[0], pages, pos, dim**-0.5)
-            keys, values = c.gather(0, pages, length + 1)
-            mask = torch.zeros(rows, 1, group, length + 1, device=device, dtype=dtype)
-            want = decode_attention(q, keys, values, mask, dim**-0.5)
-            error = float((got.float() - want.float()).abs().max())
-            keys, values = keys.contiguous(), values.contiguous()
-
-            def paged() -> None:
-                for _ in range(layers):
-                    paged_decode_attention(q, c.kv[0], pages, pos, dim**-0.5)
-
-            def gemm() -> None:
-                for _ in range(layers):
-                    decode_attention(q, keys, values, mask, dim**-0.5)
-
-            out[f"rows{rows}_keys{length}"] = {
-                "max_abs_error_vs_gathered": error,
-                "paged_ms_per_step": floors.graph_ms(paged),
-                "decode_attention_ms_per_step": floors.graph_ms(gemm),
-            }
-            del c, keys, values
+            out[f"rows{rows}_keys{length}"] = kernel_case(model, rows, length)
             torch.cuda.empty_cache()
     return out
 
@@ -101,9 +104,13 @@ def main() -> int:
         "torch": torch.__version__,
     }
     start = time.perf_counter()
-    s1 = AutoModelForCausalLM.from_pretrained(
-        args.weights / checkpoints.YUE_STAGE1, dtype=torch.bfloat16
-    ).to(device).eval()
+    s1 = (
+        AutoModelForCausalLM.from_pretrained(
+            args.weights / checkpoints.YUE_STAGE1, dtype=torch.bfloat16
+        )
+        .to(device)
+        .eval()
+    )
     static1 = StaticLlama(s1)
     tokenizer = YuETokenizer(args.weights / checkpoints.YUE_TOKENIZER)
     bandwidth = floors.read_bandwidth(device)
