@@ -27,6 +27,7 @@ def test_each_model_logs_its_cold_start_phases_and_memory_peak(server: TritonSer
         "warm-up: first request",
         "warm-up: stage-2 shapes (0 graphs)",  # no CUDA graphs on the CPU
         "warm-up: stage 1, two requests",
+        "warm-up: stage-1 shapes (0 graphs)",
         "metrics",
     ]
     captioner = found[contract.CAPTIONER_MODEL]
