@@ -182,3 +182,18 @@ def test_cache_need_bounds_what_a_request_holds(stage1_model, tokenizer, lyrics)
         longest = max(len(seg) for seg in job.segments)  # prompt + tokens + <EOA>
         assert need.segment >= max(job.made_per_segment) * 2
         assert longest <= need.context and pages_for(need.context) <= eng.decoder.cache.width
+
+
+@torch.inference_mode()
+def test_a_request_whose_need_cannot_be_worked_out_fails_alone(stage1_model, tokenizer):
+    eng = small_engine(stage1_model, tokenizer, slots=2, cache_positions=None)
+    broken, fine = eng.job("pop", SECTIONS, 20, 1), eng.job("pop", SECTIONS, 20, 2)
+
+    def no_need():
+        raise ValueError("no tags")
+
+    broken.cache_need = no_need  # type: ignore[method-assign]
+    assert eng.decoder.can_add(broken)  # so that `add` answers it rather than the loop dying
+    eng.run([broken, fine])
+    assert isinstance(broken.error, ValueError) and fine.result is not None
+    assert eng.decoder.cache.used_pages == 0 and eng.decoder.active == 0

@@ -153,9 +153,13 @@ class CfgDecoder:
     def can_add(self, sequence: Sequence) -> bool:
         """Whether `add` takes it now: a slot and its pages are free (or it can never fit, and
         `add` fails it at once)."""
-        need = sum(self.pages_needed(sequence))
-        fits = need <= self.cache.free_pages or need > self.cache.usable_pages
-        return self.free_slots() > 0 and fits
+        if self.free_slots() == 0:
+            return False
+        try:
+            need = sum(self.pages_needed(sequence))
+        except Exception:  # `add` fails it, naming the error
+            return True
+        return need <= self.cache.free_pages or need > self.cache.usable_pages
 
     def add(self, sequence: Sequence) -> None:
         """Admit a request (its first segment is prefilled now); raises if no slot or no pages
