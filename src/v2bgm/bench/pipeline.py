@@ -10,6 +10,10 @@ the process's peak so far, at ready and at the end of the run). `--device cpu` r
 the CPU (small weights and short videos: `--weights models/tiny --durations 5 --concurrent 2
 --concurrent-s 5`).
 
+Many at once (`--concurrent`, `--concurrent-s`): what finished within `--deadline-s`, and every
+5 s how many requests each stage had finished (`timeline`), so a run that does not finish still
+says where its requests were; the benchmark stops its server itself either way.
+
 The request is what the client sends for a video (`build_request`: one frame per second, 448x252,
 random pixels so VideoLLaMA3 keeps every visual token: its worst case); the time is the gRPC call,
 caption to 44.1 kHz music. The client's own work (decoding frames, muxing) runs where the client
@@ -27,7 +31,7 @@ import threading
 import time
 import urllib.request
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor, wait
 from pathlib import Path
 
 import numpy as np
@@ -40,6 +44,7 @@ from v2bgm.triton import coldstart
 ROOT = Path(__file__).resolve().parents[3]
 FRAME_SHAPE = (252, 448, 3)  # a 16:9 video after the client's resize
 TIMEOUT_S = 900
+TIMELINE_STEP_S = 5.0  # how often the concurrent run reads where its requests are
 
 
 def request(seconds: float, seed: int) -> list[grpcclient.InferInput]:
@@ -93,6 +98,41 @@ def stage_means(port: int) -> dict[str, float]:
     """Mean seconds per stage over every request so far, from the server's own histograms."""
     totals = read_totals(port)
     return {stage: round(total / count, 2) for stage, (total, count) in totals.items() if count}
+
+
+def concurrent_run(url: str, port: int, count: int, seconds: float, deadline_s: float) -> dict:
+    """`count` calls at once; what finished within `deadline_s`, and every TIMELINE_STEP_S how
+    many requests each stage has finished since the start (from the server's histograms): where
+    the requests are, should they not all finish."""
+    base = read_totals(port)
+    pool = ThreadPoolExecutor(count)
+    start = time.perf_counter()
+    futures: list[Future] = [pool.submit(call, url, seconds, 100 + i) for i in range(count)]
+    pending, timeline, last = set(futures), [], start
+    while pending and time.perf_counter() - start < deadline_s:
+        done, pending = wait(pending, timeout=TIMELINE_STEP_S)
+        if done:
+            last = time.perf_counter()
+        totals = read_totals(port)
+        finished = {
+            stage: int(n - base.get(stage, (0.0, 0.0))[1]) for stage, (_, n) in totals.items()
+        }
+        timeline.append({"t_s": round(time.perf_counter() - start, 1), "stages_done": finished})
+    pool.shutdown(wait=False, cancel_futures=True)  # the server's stop ends the calls left
+    results = [f.result() for f in futures if f.done() and f.exception() is None]
+    errors = [repr(f.exception()) for f in futures if f.done() and f.exception() is not None]
+    wall = (last if not pending else time.perf_counter()) - start
+    return {
+        "requests": count,
+        "video_s": seconds,
+        "finished": len(results),
+        "failed": errors,
+        "unfinished_at_deadline": len(pending),
+        "wall_s": round(wall, 2),
+        "each_s": [r["seconds"] for r in results],
+        "music_s_per_wall_s": round(sum(r["audio_s"] for r in results) / wall, 3),
+        "timeline": timeline,
+    }
 
 
 def timed_alone(url: str, port: int, seconds: float, seed: int) -> dict:
@@ -171,6 +211,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--concurrent", type=int, default=8, help="requests in flight at once")
     parser.add_argument("--concurrent-s", type=float, default=30.0, help="their video length")
     parser.add_argument("--device", choices=("gpu", "cpu"), default="gpu")
+    parser.add_argument(
+        "--deadline-s", type=float, default=600.0,
+        help="stop waiting for the concurrent requests after this long (the report says how "
+        "many finished and where the others were)",
+    )  # fmt: skip
     args = parser.parse_args(argv)
     args.out.mkdir(parents=True, exist_ok=True)
     gpu = args.device == "gpu"
@@ -206,21 +251,9 @@ def main(argv: list[str] | None = None) -> int:
             for i, seconds in enumerate(args.durations):
                 report["one_at_a_time"].append(timed_alone(url, server.metrics_port, seconds, i))
                 save(report, args.out)
-            start = time.perf_counter()
-            with ThreadPoolExecutor(args.concurrent) as pool:
-                futures = [
-                    pool.submit(call, url, args.concurrent_s, 100 + i)
-                    for i in range(args.concurrent)
-                ]
-                results = [f.result() for f in futures]
-            wall = time.perf_counter() - start
-        report["concurrent"] = {
-            "requests": args.concurrent,
-            "video_s": args.concurrent_s,
-            "wall_s": round(wall, 2),
-            "each_s": [r["seconds"] for r in results],
-            "music_s_per_wall_s": round(sum(r["audio_s"] for r in results) / wall, 3),
-        }
+            report["concurrent"] = concurrent_run(
+                url, server.metrics_port, args.concurrent, args.concurrent_s, args.deadline_s
+            )
         if memory is not None:
             report["gpu_memory_peak_mib"] = memory.peak
         report["stage_mean_s"] = stage_means(server.metrics_port)
