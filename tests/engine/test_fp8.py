@@ -4,21 +4,16 @@ report, and the Triton kernels' arithmetic (run by Triton's CPU interpreter)."""
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
+from tests.engine.interpreter import run_interpreted
 from v2bgm.bench import precision
 from v2bgm.engine.linear import FP8, FP8_MAX, linear, quantize_fp8, skinny_linear
 from v2bgm.engine.llama import Part, StaticLlama
 from v2bgm.yue.stage1 import allowed_mask
-
-ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_quantize_fp8_keeps_each_rows_largest_value_and_bounds_the_error():
@@ -137,14 +132,7 @@ KERNEL_CASES = [
 
 
 def test_triton_kernels_compute_the_product_in_the_interpreter():
-    pytest.importorskip("triton")
-    env = {**os.environ, "TRITON_INTERPRET": "1"}
-    result = subprocess.run(
-        [sys.executable, "-c", KERNEL_CHECK, json.dumps(KERNEL_CASES)],
-        env=env, cwd=ROOT, capture_output=True, text=True, timeout=300,
-    )  # fmt: skip
-    assert result.returncode == 0, result.stderr[-3000:]
-    got = json.loads(result.stdout.strip().splitlines()[-1])
+    got = run_interpreted(KERNEL_CHECK, KERNEL_CASES)
     for (dtype, rows, _), (shape, out_dtype, error) in zip(KERNEL_CASES, got, strict=True):
         assert shape == [rows, 40] and out_dtype == f"torch.{dtype}"
         assert error < (1e-5 if dtype == "float32" else 3e-2), (dtype, rows, error)

@@ -4,22 +4,16 @@ admitting requests by the pages they need (tiny weights, CPU)."""
 
 from __future__ import annotations
 
-import json
-import os
-import subprocess
-import sys
-from pathlib import Path
-
 import numpy as np
 import pytest
 import torch
 
+from tests.engine.interpreter import run_interpreted
 from v2bgm.engine.llama import StaticLlama
 from v2bgm.engine.paged import PAGE, SCRATCH, PagedCache, pages_for
 from v2bgm.yue import tokens
 from v2bgm.yue.stage1 import Stage1, Stage1Settings
 
-ROOT = Path(__file__).resolve().parents[2]
 SECTIONS = tokens.split_sections("[verse]\nlights on the water\n[chorus]\nwe run\n")
 
 
@@ -107,14 +101,7 @@ KERNEL_CASES = [
 
 
 def test_the_paged_kernel_equals_attention_over_the_gathered_keys_in_the_interpreter():
-    pytest.importorskip("triton")
-    env = {**os.environ, "TRITON_INTERPRET": "1"}
-    result = subprocess.run(
-        [sys.executable, "-c", KERNEL_CHECK, json.dumps(KERNEL_CASES)],
-        env=env, cwd=ROOT, capture_output=True, text=True, timeout=300,
-    )  # fmt: skip
-    assert result.returncode == 0, result.stderr[-3000:]
-    got = json.loads(result.stdout.strip().splitlines()[-1])
+    got = run_interpreted(KERNEL_CHECK, KERNEL_CASES)
     for (rows, heads, group, t, dim, _), (shape, error) in zip(KERNEL_CASES, got, strict=True):
         assert shape == [rows, heads, group * t, dim]
         assert error < 1e-5, (rows, error)
