@@ -58,7 +58,8 @@ DEFAULT_MAX_WAITING = 8  # beyond the slots, before refusing (`max_waiting`)
 # the image; how many fit also depends on the cache (`cache_gib`).
 SLOTS_ENV = "V2BGM_COMPOSER_SLOTS"
 # Overrides the config's `cache_gib`: GiB of stage-1 KV cache, from which each composition
-# takes what its length needs (30 s: ~0.45 GB at full size; a 16,384-token window: 1.27 GB).
+# takes what its length needs (30 s of background music: 0.36 GB at full size, with lyrics
+# 0.49 GB; from ~2.5 min on, a whole 16,384-token window: 1.28 GB).
 CACHE_ENV = "V2BGM_COMPOSER_CACHE_GIB"
 PRECISION_ENV = "V2BGM_COMPOSER_PRECISION"  # overrides the config's `precision` ("bf16", "fp8")
 # Overrides the config's `warm_up`: "full" (default) or "first", only the first request's path

@@ -72,7 +72,7 @@ class PythonModel:
 # The captioner batches videos of different sizes (ragged inputs: the Python backend gets each
 # request on its own and pads them itself). The composer hands every request to its engine at
 # once (continuous batching, v2bgm.yue.scheduler): up to 32 decode together on a GPU, as many
-# as its 16 GiB of paged stage-1 cache hold (~36 of 30 s, ~12 of 10 min), 4 on the CPU (where
+# as its 16 GiB of paged stage-1 cache hold (47 of 30 s, 13 of 10 min), 4 on the CPU (where
 # steps cost in proportion to rows); 8 more wait; Triton's own queue barely fills.
 PYTHON_MODELS = (
     PythonModel(
