@@ -47,6 +47,7 @@ class SineSweep:
     sample_rate = SAMPLE_RATE
     stages = (SWEEP, SHAPE)
     token_stages = ()
+    cache_bytes = 0  # no KV cache
 
     def __init__(self, slots: int, max_waiting: int) -> None:
         self.slots, self.max_waiting = slots, max_waiting

@@ -35,6 +35,7 @@ class Handler(Protocol):
     stages: tuple[str, ...]  # the stages it reports costs for (metrics' `stage` label)
     token_stages: tuple[str, ...]
     slots: int  # requests computed at once
+    cache_bytes: int  # KV cache its requests take from by need (0: none of that kind)
 
     def close(self) -> None: ...
 
@@ -85,7 +86,7 @@ class BackendModel:
             warn=self.logger.log_warn,
         )
         self.started()
-        self.metrics.ready(True, self.handler.slots, getattr(self.handler, "cache_bytes", 0))
+        self.metrics.ready(True, self.handler.slots, self.handler.cache_bytes)
         cold.lap("metrics")
         self.logger.log_info(cold.line())
 

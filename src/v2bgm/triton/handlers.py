@@ -71,6 +71,7 @@ class CaptionerHandler:
     spec = contract.CAPTIONER
     stages = (CAPTIONING,)
     token_stages = (CAPTIONING,)
+    cache_bytes = 0  # its cache lives and dies with each batch
 
     def __init__(
         self, captioner: VideoCaptioner, max_duration_s: float = limits.DEFAULT_MAX_DURATION_S
@@ -215,7 +216,7 @@ class ComposerHandler:
         self.stages = composer.stages
         self.token_stages = composer.token_stages
         self.slots = composer.slots
-        self.cache_bytes = getattr(composer, "cache_bytes", 0)
+        self.cache_bytes = composer.cache_bytes
         self.max_duration_s = max_duration_s  # the operator's cap (v2bgm.triton.limits)
 
     @classmethod

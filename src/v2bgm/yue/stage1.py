@@ -80,6 +80,7 @@ class Stage1Job:
     current: list[int] = field(default_factory=list)  # this segment's tokens so far
     result: Stage1Output | None = None
     error: BaseException | None = None
+    need: CacheNeed | None = None  # cache_need's answer, kept: asked again while it waits
 
     @property
     def finished(self) -> bool:
@@ -91,6 +92,11 @@ class Stage1Job:
         (at most `_max_segments()` segments, 2 tokens a frame, each closed by one <EOA>, and,
         where YuE ends a segment at <EOA>, up to 2 tokens of a frame cut short), within the
         window; a segment's tokens at most, for its unconditional row."""
+        if self.need is None:
+            self.need = self._cache_need()
+        return self.need
+
+    def _cache_need(self) -> CacheNeed:
         s, encode = self.settings, self.tokenizer.encode
         header = len(encode(tokens.header_text(self.tags, self.sections)))
         count = self._max_segments()
